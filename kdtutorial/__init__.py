@@ -1,0 +1,24 @@
+"""kdtutorial: the tested code behind the knowledge-distillation course notebooks.
+
+One module per idea:
+
+* ``losses``       the distillation losses, each with the paper and equation it implements
+* ``objectives``   those losses bound to labels and cached teacher outputs, ready for training
+* ``training``     one small fit/evaluate loop and a teacher-output cache that a shuffled loader cannot misalign
+* ``experiments``  several seeds of one recipe, mean ± std tables
+* ``models``       teachers and students for the vision lessons
+* ``data``         digits (built in), Fashion-MNIST (local mirror or verified download), seeded splits
+* ``parameters``   checking a notebook's papermill parameters, quick/full profiles
+* ``environment``  seeding, device choice, a versions banner
+* ``plotting``, ``widgets``, ``report``   one figure style, sliders with a static fallback, metrics for the runner
+
+Notebooks import it as ``import kdtutorial as kd`` and use ``kd.losses.kd_kl_loss`` and so on.
+"""
+from . import data, environment, experiments, losses, models, objectives, parameters, plotting, report, training, widgets
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "data", "environment", "experiments", "losses", "models", "objectives", "parameters",
+    "plotting", "report", "training", "widgets",
+]

@@ -1,0 +1,136 @@
+"""Checking a notebook's papermill parameters, and filling the ones left to the profile.
+
+Every notebook has a ``parameters`` cell of plain literals. Right below it, ``settle(...)`` checks each
+value against a rule and fills any parameter left as ``None`` from the chosen profile (``"quick"`` for a
+laptop CPU, ``"full"`` for a GPU). A bad value stops the notebook with a ``ParameterError`` that names the
+parameter, the value it got and what is allowed, e.g.::
+
+    ParameterError: N_SEEDS = 0 is not allowed: expected an integer from 1 to 50
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Mapping
+
+PROFILES = ("quick", "full")
+
+
+class ParameterError(ValueError):
+    """A notebook parameter has a value outside what the notebook accepts."""
+
+
+def _fail(name: str, value: Any, allowed: str) -> None:
+    raise ParameterError(f"{name} = {value!r} is not allowed: expected {allowed}")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a fixed set of values."""
+
+    options: tuple
+
+    def __init__(self, *options):
+        object.__setattr__(self, "options", tuple(options))
+
+    def check(self, name, value):
+        if value not in self.options:
+            _fail(name, value, "one of " + ", ".join(repr(o) for o in self.options))
+        return value
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer in ``[low, high]`` (``high=None``: no upper bound)."""
+
+    low: int | None = None
+    high: int | None = None
+
+    def describe(self):
+        if self.low is not None and self.high is not None:
+            return f"an integer from {self.low} to {self.high}"
+        if self.low is not None:
+            return f"an integer >= {self.low}"
+        if self.high is not None:
+            return f"an integer <= {self.high}"
+        return "an integer"
+
+    def check(self, name, value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(name, value, self.describe())
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            _fail(name, value, self.describe())
+        return value
+
+
+@dataclass(frozen=True)
+class Float:
+    """A real number in ``[low, high]``; ``low_open=True`` excludes ``low`` itself (e.g. T > 0)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+
+    def describe(self):
+        lo = "" if self.low is None else (f"> {self.low}" if self.low_open else f">= {self.low}")
+        hi = "" if self.high is None else f"<= {self.high}"
+        bounds = " and ".join(b for b in (lo, hi) if b)
+        return "a number" + (f" {bounds}" if bounds else "")
+
+    def check(self, name, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(name, value, self.describe())
+        number = float(value)
+        too_low = self.low is not None and (number <= self.low if self.low_open else number < self.low)
+        too_high = self.high is not None and number > self.high
+        if too_low or too_high or number != number:
+            _fail(name, value, self.describe())
+        return number
+
+
+@dataclass(frozen=True)
+class ListOf:
+    """A non-empty list (or tuple) whose items each pass ``item``."""
+
+    item: Any
+
+    def check(self, name, value):
+        if not isinstance(value, (list, tuple)) or not value:
+            _fail(name, value, "a non-empty list")
+        return [self.item.check(f"{name}[{i}]", v) for i, v in enumerate(value)]
+
+
+#: The four parameters every notebook of the suite shares.
+COMMON_RULES = {
+    "PROFILE": Choice(*PROFILES),
+    "SEED": Int(0, 2**31 - 1),
+    "N_SEEDS": Int(1, 50),
+    "DEVICE": Choice("auto", "cpu", "cuda"),
+}
+
+
+def settle(given: Mapping[str, Any], rules: Mapping[str, Any], profiles: Mapping[str, Mapping[str, Any]]) -> SimpleNamespace:
+    """Check notebook parameters and fill the ``None`` ones from the profile.
+
+    ``given``: the parameter values as set in the notebook (or injected by papermill), e.g.
+    ``dict(PROFILE=PROFILE, SEED=SEED, N_SEEDS=N_SEEDS, ...)``. ``rules``: name -> rule (``Choice``,
+    ``Int``, ``Float``, ``ListOf``); the common four are added unless given. ``profiles``: profile name
+    -> default values for the parameters the profile decides. A value given explicitly always wins over
+    the profile. Returns a namespace with every parameter settled.
+    """
+    rules = {**COMMON_RULES, **rules}
+    unknown = sorted(set(given) - set(rules))
+    if unknown:
+        raise ParameterError(f"no rule for parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(rules))}")
+    profile = rules["PROFILE"].check("PROFILE", given.get("PROFILE", "quick"))
+    if profile not in profiles:
+        raise ParameterError(f"PROFILE = {profile!r} has no settings in this notebook; known: {', '.join(profiles)}")
+    settled = {}
+    for name, rule in rules.items():
+        value = given.get(name)
+        if value is None:
+            value = profiles[profile].get(name)
+        if value is None:
+            raise ParameterError(f"{name} is None and profile {profile!r} does not set it: give {name} a value")
+        settled[name] = rule.check(name, value)
+    return SimpleNamespace(**settled)
