@@ -11,14 +11,26 @@ One module per idea:
 * ``parameters``   checking a notebook's papermill parameters, quick/full profiles
 * ``environment``  seeding, device choice, a versions banner
 * ``plotting``, ``widgets``, ``report``   one figure style, sliders with a static fallback, metrics for the runner
+* ``runner``       ``python -m kdtutorial run --profile quick``: the whole suite under papermill, with a summary
 
-Notebooks import it as ``import kdtutorial as kd`` and use ``kd.losses.kd_kl_loss`` and so on.
+Notebooks import it as ``import kdtutorial as kd`` and use ``kd.losses.kd_kl_loss`` and so on. Submodules load on
+first use, so ``python -m kdtutorial --help`` or the runner do not pay for importing torch.
 """
-from . import data, environment, experiments, losses, models, objectives, parameters, plotting, report, training, widgets
+import importlib
 
 __version__ = "0.1.0"
 
 __all__ = [
     "data", "environment", "experiments", "losses", "models", "objectives", "parameters",
-    "plotting", "report", "training", "widgets",
+    "plotting", "report", "runner", "training", "widgets",
 ]
+
+
+def __getattr__(name):
+    if name in __all__:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -31,6 +31,17 @@ def seed_everything(seed: int) -> int:
     return seed
 
 
+def set_cpu_threads(n: int | None) -> int:
+    """Fix the number of CPU threads torch uses (``None``: leave torch's default); returns the count.
+
+    The course's quick profile uses one thread: its models are tiny, so more threads buy little, and a
+    fixed count makes CPU results independent of how many cores the machine has.
+    """
+    if n is not None:
+        torch.set_num_threads(int(n))
+    return torch.get_num_threads()
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """Map ``"auto" | "cpu" | "cuda"`` to a ``torch.device``; ``auto`` picks CUDA when it is present.
 

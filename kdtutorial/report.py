@@ -21,7 +21,7 @@ def _plain(value):
     return value
 
 
-def record_metrics(**metrics) -> dict:
+def record_metrics(**metrics) -> None:
     """Display ``metrics`` (name -> number or short string) for the reader and for the suite runner."""
     clean = {k: _plain(v) for k, v in metrics.items()}
     text = "headline metrics: " + ", ".join(f"{k}={v}" for k, v in clean.items())
@@ -29,9 +29,8 @@ def record_metrics(**metrics) -> dict:
         from IPython.display import display
     except ImportError:  # plain Python: just print
         print(text)
-        return clean
+        return
     display({"text/plain": text, METRICS_MIME: json.loads(json.dumps(clean))}, raw=True)
-    return clean
 
 
 def metrics_from_notebook(nb) -> dict:

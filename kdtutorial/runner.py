@@ -30,8 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from .report import metrics_from_notebook
-
 PROFILES = ("quick", "full")
 DEFAULT_BUDGETS = {"quick": {"seconds": 180, "mib": 2048}, "full": {}}
 DEFAULT_KERNEL = "python3"
@@ -43,6 +41,7 @@ PACKAGE_PARENT = PACKAGE_DIR.parent
 # papermill's own cell tags (papermill.execute.ERROR_MARKER_TAG and the tag of the cell it injects)
 _ERROR_MARKER_TAG = "papermill-error-cell-tag"
 _INJECTED_TAG = "injected-parameters"
+_INTERRUPTED = {"ename": "KeyboardInterrupt", "evalue": "interrupted (Ctrl-C or SIGTERM)"}
 
 
 class RunnerError(Exception):
@@ -167,16 +166,21 @@ def _where(error: dict) -> str:
     return f", cell {cell}" + (f" (In [{count}])" if count is not None else "")
 
 
-def format_failure(result: dict) -> str:
-    """One line naming the notebook, the cell and the error, e.g.
-    ``FAILED 02_label_smoothing.ipynb, cell 7 (In [5]): ValueError: bad shape``."""
+def _describe_error(result: dict) -> str:
     error = result.get("error") or {}
     what = error.get("ename") or "Error"
     value = _first_line(error.get("evalue"))
-    line = f"FAILED {result['name']}{_where(error)}: {what}" + (f": {value}" if value else "")
+    text = f"{what}: {value}" if value else what
     if error.get("output_path"):
-        line += f" [partial output: {error['output_path']}]"
-    return line
+        text += f" [partial output: {error['output_path']}]"
+    return text
+
+
+def format_failure(result: dict) -> str:
+    """One line naming the notebook, the cell and the error, e.g.
+    ``FAILED 02_label_smoothing.ipynb, cell 7 (In [5]): ValueError: bad shape``."""
+    where = _where(result.get("error") or {})
+    return f"{result.get('status', 'failed').upper()} {result['name']}{where}: {_describe_error(result)}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -238,7 +242,7 @@ def summarize(results, profile=None, total_seconds=None) -> str:
                   f"{len(failed)} failed."]
     if failed:
         lines += ["", "Failures (cells are counted from 0 in the source notebook):", ""]
-        lines += [f"- {_cell(format_failure(r))}" for r in failed]
+        lines += [f"- {format_failure(r)}" for r in failed]
     return "\n".join(lines) + "\n"
 
 
@@ -255,7 +259,16 @@ def child_env(base=None) -> dict:
     return env
 
 
-_CHILD_CODE = "import sys; from kdtutorial.runner import child_main; sys.exit(child_main(sys.argv[1:]))"
+# The child loads this file on its own, without ``kdtutorial/__init__.py`` (which imports torch and
+# friends): the kernel is forked from the child, and on Linux a process's peak RSS (ru_maxrss) starts at
+# the RSS of the process it was forked from, so a lean child keeps the kernel's measured peak honest.
+_CHILD_CODE = (
+    "import importlib.util, sys\n"
+    "spec = importlib.util.spec_from_file_location('_kdtutorial_runner_child', sys.argv[1])\n"
+    "module = importlib.util.module_from_spec(spec)\n"
+    "spec.loader.exec_module(module)\n"
+    "sys.exit(module.child_main(sys.argv[2:]))\n"
+)
 
 
 def run_one(notebook, output, parameters=None, cwd=None, timeout=None, kernel=DEFAULT_KERNEL,
@@ -269,6 +282,7 @@ def run_one(notebook, output, parameters=None, cwd=None, timeout=None, kernel=DE
     """
     notebook, output = Path(notebook).resolve(), Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
+    output.unlink(missing_ok=True)  # so that an output found afterwards is this run's
     with tempfile.TemporaryDirectory(prefix="kdtutorial-run-") as tmp:
         job_path, result_path = Path(tmp, "job.json"), Path(tmp, "result.json")
         job = {
@@ -278,7 +292,7 @@ def run_one(notebook, output, parameters=None, cwd=None, timeout=None, kernel=DE
         }
         job_path.write_text(json.dumps(job), encoding="utf-8")
         start = time.perf_counter()
-        returncode = _wait_for_child([sys.executable, "-c", _CHILD_CODE, str(job_path)])
+        returncode = _wait_for_child([sys.executable, "-c", _CHILD_CODE, __file__, str(job_path)])
         wall = time.perf_counter() - start
         if result_path.is_file():
             result = json.loads(result_path.read_text(encoding="utf-8"))
@@ -292,17 +306,21 @@ def run_one(notebook, output, parameters=None, cwd=None, timeout=None, kernel=DE
 
 
 def _wait_for_child(cmd) -> int:
-    """Run the child; on Ctrl-C give it time to shut its kernel down before killing it."""
+    """Run the child and wait. If the wait is interrupted (Ctrl-C, SIGTERM), give the child a moment to
+    stop its kernel (a Ctrl-C at the terminal reaches it too), then terminate it; a kernel whose parent
+    is gone shuts itself down."""
     proc = subprocess.Popen(cmd, env=child_env(), stdin=subprocess.DEVNULL)
     try:
         return proc.wait()
-    except KeyboardInterrupt:
-        try:
-            proc.wait(timeout=15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    except BaseException:
+        for stop in (None, proc.terminate, proc.kill):
+            if stop is not None:
+                stop()
+            try:
+                proc.wait(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         raise
 
 
@@ -328,24 +346,42 @@ def _peak_children_mib() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
 
 
-def _source_cell_index(input_path, output_path, out_index):
-    """Map papermill's cell index (in the executed notebook) to the index in the source notebook."""
+def _tags(cell) -> list:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def _executed_cells(output_path) -> list:
+    """Cells of papermill's output notebook, without the error banners papermill adds on failure."""
     try:
-        out_cells = [c for c in read_notebook(output_path)["cells"]
-                     if _ERROR_MARKER_TAG not in c.get("metadata", {}).get("tags", [])]
+        cells = read_notebook(output_path)["cells"]
+    except (OSError, ValueError, KeyError):
+        return []
+    return [c for c in cells if _ERROR_MARKER_TAG not in _tags(c)]
+
+
+def _source_cell_index(input_path, out_cells, out_index):
+    """Map a cell index of the executed notebook (which has papermill's injected-parameters cell) to the
+    index of the same cell in the source notebook."""
+    try:
         in_cells = read_notebook(input_path)["cells"]
     except (OSError, ValueError, KeyError):
         return out_index
-    position = sum(1 for c in out_cells[:out_index]
-                   if _INJECTED_TAG not in c.get("metadata", {}).get("tags", []))
+    position = sum(1 for c in out_cells[:out_index] if _INJECTED_TAG not in _tags(c))
     seen = 0
     for index, cell in enumerate(in_cells):
-        if _INJECTED_TAG in cell.get("metadata", {}).get("tags", []):
+        if _INJECTED_TAG in _tags(cell):
             continue
         if seen == position:
             return index
         seen += 1
     return out_index
+
+
+def _last_started_cell(out_cells):
+    """Index of the last cell papermill started (the one running when the kernel died or timed out)."""
+    started = [i for i, c in enumerate(out_cells)
+               if (c.get("metadata", {}).get("papermill") or {}).get("start_time")]
+    return started[-1] if started else None
 
 
 def _execute(job: dict) -> dict:
@@ -359,17 +395,31 @@ def _execute(job: dict) -> dict:
         papermill.execute_notebook(
             job["input"], job["output"], parameters=job["parameters"], kernel_name=job["kernel"],
             cwd=job["cwd"], progress_bar=job["progress"], log_output=False, **engine_kwargs)
-    except PapermillExecutionError as exc:
-        error = {"ename": exc.ename, "evalue": exc.evalue, "exec_count": exc.exec_count,
-                 "output_cell_index": exc.cell_index,
-                 "cell_index": _source_cell_index(job["input"], job["output"], exc.cell_index)}
-    except Exception as exc:  # kernel died, missing file or kernel, timeout, bad parameter...
+    except PapermillExecutionError as exc:  # a cell raised
+        error = {"ename": exc.ename, "evalue": exc.evalue, "output_cell_index": exc.cell_index,
+                 "exec_count": exc.exec_count}
+    except Exception as exc:  # kernel died, cell timeout, missing file or kernel, bad parameter...
         error = {"ename": type(exc).__name__, "evalue": str(exc) or repr(exc)}
     seconds = time.perf_counter() - start
     if error is not None:
-        error["output_path"] = job["output"] if Path(job["output"]).exists() else None
+        _locate_error(error, job)
     return {"status": "failed" if error else "ok", "seconds": seconds,
             "peak_mib": _peak_children_mib(), "error": error}
+
+
+def _locate_error(error: dict, job: dict) -> None:
+    """Add the failing cell (index in the source notebook) and the partial output's path to ``error``."""
+    exists = Path(job["output"]).exists()
+    error["output_path"] = job["output"] if exists else None
+    out_cells = _executed_cells(job["output"]) if exists else []
+    out_index = error.get("output_cell_index")
+    if out_index is None and out_cells:
+        out_index = _last_started_cell(out_cells)
+        if out_index is not None:
+            error["output_cell_index"] = out_index
+            error["exec_count"] = out_cells[out_index].get("execution_count")
+    if out_index is not None:
+        error["cell_index"] = _source_cell_index(job["input"], out_cells, out_index)
 
 
 def child_main(argv) -> int:
@@ -379,7 +429,7 @@ def child_main(argv) -> int:
         result = _execute(job)
     except KeyboardInterrupt:
         result = {"status": "interrupted", "seconds": None, "peak_mib": _peak_children_mib(),
-                  "error": {"ename": "KeyboardInterrupt", "evalue": "interrupted by the user"}}
+                  "error": dict(_INTERRUPTED)}
     Path(job["result"]).write_text(json.dumps(result), encoding="utf-8")
     return 0
 
@@ -443,8 +493,7 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
             run = run_one(notebook, out_dir / notebook.name, params, cwd=notebooks_dir,
                           timeout=timeout, kernel=kernel, progress=progress)
         except KeyboardInterrupt:
-            run = {"status": "interrupted", "error": {"ename": "KeyboardInterrupt",
-                                                      "evalue": "interrupted by the user"}}
+            run = {"status": "interrupted", "error": dict(_INTERRUPTED)}
         result = _finish_result(notebook, out_dir / notebook.name, budget, run)
         results.append(result)
         echo(_progress_line(tag, result))
@@ -466,6 +515,8 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
 
 
 def _finish_result(notebook: Path, output: Path, budget: dict, run: dict) -> dict:
+    from .report import metrics_from_notebook
+
     metrics = {}
     if output.is_file():
         try:
@@ -488,7 +539,9 @@ def _progress_line(tag: str, result: dict) -> str:
         over = "" if result["within_budget"] is not False else \
             " - over budget: " + "; ".join(result["budget_overruns"])
         return f"{tag} ok in {measured}{over}"
-    return f"{tag} {result['status'].upper()} after {measured}: " + format_failure(result)
+    where = _where(result.get("error") or {}).lstrip(", ")
+    return f"{tag} {result['status'].upper()} after {measured}: " + \
+        (f"{where}: " if where else "") + _describe_error(result)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -530,8 +583,24 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help=f"Jupyter kernel to run the notebooks with (default: {DEFAULT_KERNEL})")
 
 
+def _interrupt_on_sigterm():
+    """Treat SIGTERM (a CI job cancelled, ``timeout``) like Ctrl-C: stop and still write the summary.
+    Returns a function that puts the previous handler back."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 def command(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
     """Run the ``run`` subcommand from parsed arguments; returns the exit status."""
+    restore_sigterm = _interrupt_on_sigterm()
     try:
         parameters = parse_parameters(args.parameters)
         summary = run_suite(args.profile, notebooks_dir=args.notebooks_dir, out_root=args.out,
@@ -542,6 +611,8 @@ def command(args: argparse.Namespace, parser: argparse.ArgumentParser | None = N
             parser.error(str(exc))  # exits with status 2
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        restore_sigterm()
     print()
     print(summary["markdown"], end="", flush=True)
     failures = [r for r in summary["notebooks"] if r["status"] != "ok"]

@@ -1,0 +1,80 @@
+"""The course notebooks under papermill: non-default parameters, bad parameters, hygiene.
+
+(nbval, which re-runs every committed notebook and compares its outputs, runs from the same test command:
+``pytest tests notebooks --nbval ...``; see the README.)
+Each notebook is copied into a temporary folder and run there, so its figures land in that folder and the
+committed ones in ``figures/`` stay untouched.
+"""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+
+from kdtutorial.report import metrics_from_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+NBLINT = ROOT.parent / "shared" / "tools" / "nblint"
+
+# Small but complete runs: every cell executes, with parameters other than the defaults.
+SMALL = {
+    "01_soft_targets.ipynb": dict(N_SEEDS=2, EPOCHS=3, TEACHER_EPOCHS=2, GRID_T=[2.0], GRID_ALPHA=[0.5],
+                                  TEMPERATURE=2.0, ALPHA=0.5, N_LABELS=30, SEED=3),
+    "02_label_smoothing.ipynb": dict(N_SEEDS=2, EPOCHS=2, TEACHER_EPOCHS=2, KD_T=2.0, LS_EPSILON=0.2,
+                                     DEFECTIVE_STEPS=1, TFKD_A=0.8, SEED=5),
+}
+BAD = {
+    "01_soft_targets.ipynb": ("N_SEEDS", 0, "N_SEEDS = 0 is not allowed: expected an integer from 1 to 50"),
+    "02_label_smoothing.ipynb": ("DATASET", "cifar10",
+                                 "DATASET = 'cifar10' is not allowed: expected one of 'digits', 'fashion-mnist'"),
+}
+
+
+def all_notebooks():
+    return sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def run(name, tmp_path, **parameters):
+    shutil.copy(NOTEBOOKS / name, tmp_path / name)
+    out = tmp_path / f"out_{name}"
+    pm.execute_notebook(str(tmp_path / name), str(out), parameters=parameters, kernel_name="python3",
+                        cwd=str(tmp_path), progress_bar=False)
+    return nbformat.read(out, as_version=4)
+
+
+def test_every_notebook_has_a_small_and_a_bad_case():
+    assert set(all_notebooks()) <= set(SMALL) and set(all_notebooks()) <= set(BAD)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_runs_with_non_default_parameters(name, tmp_path):
+    nb = run(name, tmp_path, **SMALL[name])
+    metrics = metrics_from_notebook(nb)
+    assert metrics["seeds"] == SMALL[name]["N_SEEDS"]
+    assert metrics["dataset"] == "digits"
+    assert any(p.suffix == ".png" for p in (tmp_path / "figures").iterdir())
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_parameter_fails_with_a_clear_message(name, tmp_path):
+    param, value, message = BAD[name]
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        run(name, tmp_path, **{param: value})
+    assert err.value.ename == "ParameterError"
+    assert message in err.value.evalue
+
+
+def test_bad_profile_fails_with_a_clear_message(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        run("01_soft_targets.ipynb", tmp_path, PROFILE="fast")
+    assert "PROFILE = 'fast' is not allowed: expected one of 'quick', 'full'" in err.value.evalue
+
+
+@pytest.mark.skipif(not NBLINT.exists(), reason="nblint lives in ../shared/tools (course maintainers' checkout)")
+def test_nblint_clean():
+    result = subprocess.run([sys.executable, str(NBLINT), "notebooks"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
