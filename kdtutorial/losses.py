@@ -110,7 +110,7 @@ def smoothed_targets(labels: torch.Tensor, n_classes: int, alpha: float, prior: 
     q = F.one_hot(labels, n_classes).to(torch.get_default_dtype())
     if prior is None:
         prior = torch.full((n_classes,), 1.0 / n_classes)
-    return alpha * q + (1.0 - alpha) * prior.to(q.dtype)
+    return alpha * q + (1.0 - alpha) * prior.to(q.device, q.dtype)
 
 
 def label_smoothing_loss(student_logits: torch.Tensor, labels: torch.Tensor, epsilon: float = 0.1) -> torch.Tensor:
@@ -131,8 +131,8 @@ def virtual_teacher(labels: torch.Tensor, n_classes: int, a: float = 0.9) -> tor
     """
     if not 1.0 / n_classes <= a <= 1.0:
         raise ValueError(f"a (correct-class probability) must be in [1/K, 1] = [{1.0 / n_classes:.3f}, 1], got {a}")
-    p = torch.full((labels.shape[0], n_classes), (1.0 - a) / (n_classes - 1))
-    p[torch.arange(labels.shape[0]), labels] = a
+    p = torch.full((labels.shape[0], n_classes), (1.0 - a) / (n_classes - 1), device=labels.device)
+    p[torch.arange(labels.shape[0], device=labels.device), labels] = a
     return p
 
 

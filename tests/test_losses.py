@@ -7,7 +7,15 @@ import torch.nn.functional as F
 
 from kdtutorial import losses
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Compute in double precision here, and restore the default for the other test modules."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 @pytest.fixture
