@@ -5,6 +5,7 @@ One module per idea:
 * ``losses``       the distillation losses, each with the paper and equation it implements
 * ``objectives``   those losses bound to labels and cached teacher outputs, ready for training
 * ``training``     one small fit/evaluate loop and a teacher-output cache that a shuffled loader cannot misalign
+* ``schedules``    Annealing KD's temperature schedule (paper and released-code counting)
 * ``experiments``  several seeds of one recipe, mean ± std tables
 * ``models``       teachers and students for the vision lessons
 * ``data``         digits (built in), Fashion-MNIST (local mirror or verified download), seeded splits
@@ -22,7 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "data", "environment", "experiments", "losses", "models", "objectives", "parameters",
-    "plotting", "report", "runner", "training", "widgets",
+    "plotting", "report", "runner", "schedules", "training", "widgets",
 ]
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "virtual_teacher_logits",
     "tfkd_reg_loss",
     "tfkd_reg_loss_release",
+    "annealing_kd_loss",
 ]
 
 
@@ -176,3 +177,15 @@ def tfkd_reg_loss_release(
     # what F.kl_div(..., reduction="mean") returns: the KL summed over everything, / (batch * K)
     kl = (teacher * (teacher.log() - log_p_student)).sum() / student_logits.numel()
     return (1.0 - alpha) * hard_cross_entropy(student_logits, labels) + alpha * multiplier * kl
+
+
+def annealing_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, phi: float) -> torch.Tensor:
+    """Stage-I loss of Annealing KD (Jafari et al., EACL 2021, eq. 5): ``|| z_s - phi * z_t ||^2``.
+
+    The squared L2 norm over classes, averaged over the batch. (``nn.MSELoss()``, as in the released
+    code, also averages over classes: the same minimiser, a loss ``K`` times smaller.) ``phi`` comes from
+    ``kdtutorial.schedules``; the teacher side is detached.
+    """
+    if not 0.0 < phi <= 1.0:
+        raise ValueError(f"phi must be in (0, 1], got {phi}")
+    return ((student_logits - phi * teacher_logits.detach()) ** 2).sum(dim=-1).mean()

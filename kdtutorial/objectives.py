@@ -5,12 +5,13 @@ logits for exactly those examples from a ``TeacherCache`` (looked up by index, n
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import losses
+from .schedules import AnnealingSchedule
 from .training import TeacherCache
 
-__all__ = ["CrossEntropy", "LabelSmoothing", "Distillation", "LogitMatching", "VirtualTeacher"]
+__all__ = ["CrossEntropy", "LabelSmoothing", "Distillation", "LogitMatching", "VirtualTeacher", "AnnealedLogits"]
 
 
 @dataclass
@@ -80,3 +81,26 @@ class VirtualTeacher:
 
     def __call__(self, logits, labels, indices):
         return losses.tfkd_reg_loss(logits, labels, self.alpha, self.T, self.a)
+
+
+@dataclass
+class AnnealedLogits:
+    """Stage I of Annealing KD: regress ``phi * z_t`` with ``phi`` stepping along ``schedule``.
+
+    Pass ``start_epoch`` to ``fit(..., on_epoch_start=objective.start_epoch)`` so that ``phi`` follows the
+    schedule; ``phis_seen`` records the multiplier of every epoch trained.
+    """
+
+    cache: TeacherCache
+    schedule: AnnealingSchedule
+    phi: float = field(init=False, default=None)
+    phis_seen: list = field(init=False, default_factory=list)
+
+    def start_epoch(self, epoch: int) -> None:
+        self.phi = self.schedule.phi_at_epoch(epoch)
+        self.phis_seen.append(self.phi)
+
+    def __call__(self, logits, labels, indices):
+        if self.phi is None:
+            raise RuntimeError("AnnealedLogits.start_epoch(epoch) was never called: pass it to fit(on_epoch_start=...)")
+        return losses.annealing_kd_loss(logits, self.cache[indices].to(logits.device), self.phi)
