@@ -26,11 +26,14 @@ SMALL = {
                                   TEMPERATURE=2.0, ALPHA=0.5, N_LABELS=30, SEED=3),
     "02_label_smoothing.ipynb": dict(N_SEEDS=2, EPOCHS=2, TEACHER_EPOCHS=2, KD_T=2.0, LS_EPSILON=0.2,
                                      DEFECTIVE_STEPS=1, TFKD_A=0.8, SEED=5),
+    "04_annealing_kd.ipynb": dict(N_SEEDS=2, TEACHER_EPOCHS=2, TAU_MAX=2, EPOCHS_PER_STEP=1, STAGE2_EPOCHS=1,
+                                  GAP_TEACHERS=["mlp-small"], TEACHER="mlp-medium", TA="mlp-small", SEED=1),
 }
 BAD = {
     "01_soft_targets.ipynb": ("N_SEEDS", 0, "N_SEEDS = 0 is not allowed: expected an integer from 1 to 50"),
     "02_label_smoothing.ipynb": ("DATASET", "cifar10",
                                  "DATASET = 'cifar10' is not allowed: expected one of 'digits', 'fashion-mnist'"),
+    "04_annealing_kd.ipynb": ("TAU_MAX", 0, "TAU_MAX = 0 is not allowed: expected an integer from 1 to 100"),
 }
 
 

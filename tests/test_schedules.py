@@ -73,3 +73,22 @@ def test_annealed_objective_follows_the_schedule_in_fit():
     student = models.build("mlp-tiny", data.input_shape, data.n_classes)
     fit(student, data.train, objective, epochs=schedule.stage1_epochs, seed=0, on_epoch_start=objective.start_epoch)
     assert objective.phis_seen == pytest.approx([1 / 3, 1 / 3, 2 / 3, 2 / 3, 1.0, 1.0])
+
+
+def test_train_annealing_kd_runs_both_stages():
+    from kdtutorial import models
+    from kdtutorial.data import load_vision
+    from kdtutorial.environment import seed_everything
+    from kdtutorial.experiments import train_annealing_kd
+    from kdtutorial.training import TeacherCache
+
+    data = load_vision("digits", n_train=200, n_val=50, n_test=100)
+    seed_everything(0)
+    cache = TeacherCache.build(models.build("mlp-small", data.input_shape, data.n_classes), data.train)
+    schedule = AnnealingSchedule(tau_max=2, epochs_per_step=2)
+    model, history, acc = train_annealing_kd("mlp-tiny", data, cache, schedule, seed=0, stage2_epochs=3,
+                                             val_set=data.val)
+    assert [r["epoch"] for r in history.records] == [1, 2, 3, 4, 5, 6, 7]
+    assert [r["stage"] for r in history.records] == [1, 1, 1, 1, 2, 2, 2]
+    assert history.column("phi") == pytest.approx([0.5, 0.5, 1.0, 1.0])
+    assert len(history.column("val_acc")) == 7 and 0 <= acc <= 100
