@@ -14,7 +14,7 @@ from .environment import seed_everything
 from .objectives import AnnealedLogits, CrossEntropy
 from .training import History, evaluate, fit
 
-__all__ = ["seeds_from", "train_model", "train_annealing_kd", "summarize", "mean_std"]
+__all__ = ["seeds_from", "train_model", "train_annealing_kd", "summarize", "mean_std", "compare"]
 
 
 def seeds_from(seed: int, n_seeds: int) -> list[int]:
@@ -63,6 +63,17 @@ def mean_std(values) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     v = np.asarray(values, dtype=float)
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def compare(records, method: str, baseline: str, metric: str = "test_acc") -> tuple[float, float, bool]:
+    """``method``'s mean gain over ``baseline``, the larger of their seed stds, and whether the gain exceeds it.
+
+    Computed from the unrounded per-seed values in ``records`` (dicts with ``"method"`` and ``metric``). This is
+    the course's one test of "better than seed noise".
+    """
+    (m, s), (mb, sb) = (mean_std([r[metric] for r in records if r["method"] == k]) for k in (method, baseline))
+    gain, noise = m - mb, max(s, sb)
+    return gain, noise, gain > noise
 
 
 def summarize(records, by: str = "method", metric: str = "test_acc", digits: int = 1, order=None) -> pd.DataFrame:

@@ -5,7 +5,7 @@ import torch
 from kdtutorial import losses, models, objectives
 from kdtutorial.data import IndexedDataset, load_vision
 from kdtutorial.environment import resolve_device, seed_everything
-from kdtutorial.experiments import seeds_from, summarize, train_model
+from kdtutorial.experiments import compare, seeds_from, summarize, train_model
 from kdtutorial.training import TeacherCache, batches, evaluate, fit
 
 
@@ -135,3 +135,12 @@ def test_summarize_mean_std():
     assert table.loc["a", "test_acc"] == "91.0 ± 1.4"
     assert table.loc["b", "std"] == 0.0
     assert seeds_from(5, 3) == [5, 6, 7]
+
+
+def test_compare_gain_against_seed_noise():
+    recs = ([dict(method="kd", test_acc=v) for v in (91.0, 92.0, 93.0)]
+            + [dict(method="base", test_acc=v) for v in (90.0, 90.5, 91.0)])
+    gain, noise, beyond = compare(recs, "kd", "base")
+    assert gain == pytest.approx(1.5) and noise == pytest.approx(1.0) and beyond
+    gain, noise, beyond = compare(recs, "base", "kd")
+    assert gain == pytest.approx(-1.5) and not beyond
