@@ -8,6 +8,16 @@ One module per idea:
 * ``schedules``    Annealing KD's temperature schedule (paper and released-code counting)
 * ``experiments``  several seeds of one recipe, mean ± std tables
 * ``models``       teachers and students for the vision lessons
+* ``textdata``     SST-2 and XGLUE QADSM (local mirror, hub or verified download), transfer sets of query-ad pairs
+* ``hub``          finding a pretrained BERT-family model: path, $KDTUTORIAL_MODELS, packaged MiniLM, hub id
+* ``students``     DistilBERT-style students: fewer layers, copied from chosen teacher layers
+* ``distilbert``   DistilBERT's triple loss (soft targets, masked LM, cosine) and an attention/[CLS] variant
+* ``tokens``       tokenised text in dynamically padded batches
+* ``pretraining``  masked-LM head fitting and general-purpose distillation on unlabeled text
+* ``finetuning``   a sentence classifier on an encoder: fine-tuning, accuracy, side-by-side throughput
+* ``twotower``     TwinBERT and C-DSSM two-tower rankers for query-ad relevance
+* ``relevance``    distillation losses for a binary relevance score (MSE on logits, tempered BCE)
+* ``ranking``      ROC-AUC, PR-AUC, nDCG@k, label density, the RankScore of an ad auction
 * ``data``         digits (built in), Fashion-MNIST (local mirror or verified download), seeded splits
 * ``parameters``   checking a notebook's papermill parameters, quick/full profiles
 * ``environment``  seeding, device choice, a versions banner
@@ -22,8 +32,9 @@ import importlib
 __version__ = "0.1.0"
 
 __all__ = [
-    "data", "environment", "experiments", "losses", "models", "objectives", "parameters",
-    "plotting", "report", "runner", "schedules", "training", "widgets",
+    "data", "distilbert", "environment", "experiments", "finetuning", "hub", "losses", "models", "objectives",
+    "parameters", "plotting", "pretraining", "ranking", "relevance", "report", "runner", "schedules", "students",
+    "textdata", "tokens", "training", "twotower", "widgets",
 ]
 
 

@@ -67,3 +67,44 @@ def banner(device: torch.device | str) -> str:
         f"python {platform.python_version()} | torch {torch.__version__} | device {where} | "
         f"cpu threads {torch.get_num_threads()}"
     )
+
+
+def release_memory() -> None:
+    """Give freed memory back to the operating system: garbage-collect, then ask glibc to trim its heaps.
+
+    Training many models one after another in one process leaves the C allocator holding freed blocks, so the
+    process's resident memory keeps growing even though nothing is alive; on Binder's 2 GB that matters.
+    ``malloc_trim`` exists only with glibc (Linux); elsewhere only the garbage collector runs.
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name and platform.system() == "Linux":
+        try:
+            ctypes.CDLL(name).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to trim
+            pass
+
+
+def frugal_memory(threshold_bytes: int = 2 << 20) -> bool:
+    """Make glibc return every freed block of at least ``threshold_bytes`` to the OS at once; True if set.
+
+    By default glibc raises its mmap threshold each time a large block is freed, after which blocks of that size
+    come from a heap that rarely shrinks: a process that trains many models one after another then holds far
+    more memory than it uses. Fixing the threshold (``mallopt(M_MMAP_THRESHOLD, ...)``) keeps the resident
+    memory close to what is alive, at the cost of a few more system calls. The text lessons call it so their
+    quick profile fits Binder's 2 GB. Linux/glibc only; elsewhere it does nothing and returns False.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or platform.system() != "Linux":
+        return False
+    try:
+        return bool(ctypes.CDLL(name).mallopt(-3, int(threshold_bytes)))  # -3 = M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False

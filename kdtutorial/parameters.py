@@ -100,6 +100,26 @@ class ListOf:
         return [self.item.check(f"{name}[{i}]", v) for i, v in enumerate(value)]
 
 
+@dataclass(frozen=True)
+class Text:
+    """A non-empty string (e.g. a model name or a folder)."""
+
+    def check(self, name, value):
+        if not isinstance(value, str) or not value.strip():
+            _fail(name, value, "a non-empty string")
+        return value
+
+
+@dataclass(frozen=True)
+class Flag:
+    """``True`` or ``False``."""
+
+    def check(self, name, value):
+        if not isinstance(value, bool):
+            _fail(name, value, "True or False")
+        return value
+
+
 #: The four parameters every notebook of the suite shares.
 COMMON_RULES = {
     "PROFILE": Choice(*PROFILES),

@@ -26,13 +26,18 @@ SMALL = {
                                   TEMPERATURE=2.0, ALPHA=0.5, N_LABELS=30, SEED=3),
     "02_label_smoothing.ipynb": dict(N_SEEDS=2, EPOCHS=2, TEACHER_EPOCHS=2, KD_T=2.0, LS_EPSILON=0.2,
                                      DEFECTIVE_STEPS=1, TFKD_A=0.8, SEED=5),
+    "03_distilbert_losses.ipynb": dict(N_SEEDS=2, BATCH_SIZE=16, HEAD_SENTENCES=64, HEAD_EPOCHS=1, DISTILL_SENTENCES=32,
+                                       FINETUNE_SENTENCES=32, STUDENT_LAYERS=[0, 5], T=4.0, SEED=1),
     "04_annealing_kd.ipynb": dict(N_SEEDS=2, TEACHER_EPOCHS=2, TAU_MAX=2, EPOCHS_PER_STEP=1, STAGE2_EPOCHS=1,
                                   GAP_TEACHERS=["mlp-small"], TEACHER="mlp-medium", TA="mlp-small", SEED=1),
 }
+QUICK_DATASET = {"03_distilbert_losses.ipynb": "sst2"}  # the data set each quick run reports (default: digits)
 BAD = {
     "01_soft_targets.ipynb": ("N_SEEDS", 0, "N_SEEDS = 0 is not allowed: expected an integer from 1 to 50"),
     "02_label_smoothing.ipynb": ("DATASET", "cifar10",
                                  "DATASET = 'cifar10' is not allowed: expected one of 'digits', 'fashion-mnist'"),
+    "03_distilbert_losses.ipynb": ("STUDENT_LAYERS", [0, 9],
+                                   "STUDENT_LAYERS = [0, 9] is not allowed: the teacher has layers 0 to 5"),
     "04_annealing_kd.ipynb": ("TAU_MAX", 0, "TAU_MAX = 0 is not allowed: expected an integer from 1 to 100"),
 }
 
@@ -58,7 +63,7 @@ def test_runs_with_non_default_parameters(name, tmp_path):
     nb = run(name, tmp_path, **SMALL[name])
     metrics = metrics_from_notebook(nb)
     assert metrics["seeds"] == SMALL[name]["N_SEEDS"]
-    assert metrics["dataset"] == "digits"
+    assert metrics["dataset"] == QUICK_DATASET.get(name, "digits")
     assert any(p.suffix == ".png" for p in (tmp_path / "figures").iterdir())
 
 

@@ -1,0 +1,74 @@
+"""Tokenised text in batches with dynamic padding, for the text lessons.
+
+Sentences are tokenised once (:class:`TokenizedText`, no padding); each batch is then padded only to its own
+longest sentence. On SST-2 the median sentence is about 10 tokens, so padding every batch to a fixed length
+of 64 would mostly compute on padding. ``sort_by_length`` groups sentences of similar length in one batch
+(length bucketing) for inference, where the order does not matter.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["TokenizedText", "tokenize", "padded_batches"]
+
+
+@dataclass
+class TokenizedText:
+    """Token ids (one list per sentence, special tokens included) and the tokenizer's pad id."""
+
+    ids: list
+    pad_id: int
+    special_ids: frozenset
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, rows) -> "TokenizedText":
+        """The sentences at ``rows`` (e.g. ``range(320)``), as a new ``TokenizedText``."""
+        return TokenizedText([self.ids[i] for i in rows], self.pad_id, self.special_ids)
+
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
+
+
+def tokenize(tokenizer, sentences, max_length: int) -> TokenizedText:
+    """Tokenise ``sentences`` (truncated to ``max_length`` tokens, special tokens included), without padding."""
+    if max_length < 4:
+        raise ValueError(f"max_length must be at least 4 tokens, got {max_length}")
+    encoded = tokenizer(list(sentences), truncation=True, max_length=int(max_length), padding=False)
+    return TokenizedText(encoded["input_ids"], int(tokenizer.pad_token_id), frozenset(tokenizer.all_special_ids))
+
+
+def _pad(ids_list, pad_id: int, special_ids) -> dict:
+    width = max(len(ids) for ids in ids_list)
+    input_ids = torch.full((len(ids_list), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(ids_list), width), dtype=torch.long)
+    for row, ids in enumerate(ids_list):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention[row, : len(ids)] = 1
+    special = torch.zeros_like(input_ids, dtype=torch.bool)
+    for token in special_ids:
+        special |= input_ids == token
+    special |= attention == 0  # padding is never a token to predict, whatever the pad id
+    return {"input_ids": input_ids, "attention_mask": attention, "special_tokens_mask": special}
+
+
+def padded_batches(text: TokenizedText, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                   sort_by_length: bool = False, indices=None):
+    """Yield ``(positions, batch)``: the row numbers in ``text`` and a dict of padded tensors.
+
+    ``batch`` has ``input_ids``, ``attention_mask`` and ``special_tokens_mask`` ([CLS], [SEP] and padding).
+    ``shuffle`` uses a generator seeded with ``seed``; ``sort_by_length`` sorts by length first (inference).
+    ``indices`` restricts the batches to those rows.
+    """
+    order = np.arange(len(text)) if indices is None else np.asarray(indices)
+    if shuffle:
+        order = order[np.random.default_rng(seed).permutation(len(order))]
+    elif sort_by_length:
+        order = order[np.argsort(text.lengths()[order], kind="stable")]
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        yield rows, _pad([text.ids[i] for i in rows], text.pad_id, text.special_ids)
