@@ -9,13 +9,7 @@ from kdtutorial import losses
 
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    """Compute in double precision here, and restore the default for the other test modules."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("double_precision")  # fixture in conftest.py
 
 
 @pytest.fixture

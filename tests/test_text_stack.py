@@ -16,7 +16,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import transformers
 from transformers import BertConfig, BertForMaskedLM, BertModel
 
@@ -37,13 +36,6 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-@pytest.fixture
-def float64():
-    """Double precision for the loss tests, and the default restored for the other tests."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
 
 
 def tiny_config(**kwargs) -> BertConfig:
@@ -413,7 +405,7 @@ def ref_cls_cosine(hs, ht):
 
 
 @pytest.fixture
-def lm_batch(float64):
+def lm_batch(double_precision):
     """Student/teacher logits [B, S, V], labels with about a third of positions masked, hidden states, mask."""
     g = torch.Generator().manual_seed(0)
     B, S, V, H = 3, 7, 11, 6

@@ -6,25 +6,20 @@ The tests on the real files run when the course's data mirror is found, in $KDTU
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 import re
-import socket
-import threading
 import time
 import warnings
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
 
+from _support import unused_port
 from kdtutorial import data, textdata
 from kdtutorial.data import ChecksumError, DataNotFoundError, sha256_file
 from kdtutorial.textdata import (
-    QadsmSplit,
     load_qadsm,
     load_sst2,
     parse_qadsm_line,
@@ -61,59 +56,6 @@ def isolated_env(monkeypatch, tmp_path):
     monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "default-cache"))
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    requests: list
-
-    def log_message(self, format, *args):  # noqa: A002 - keep pytest output clean
-        pass
-
-    def do_GET(self):
-        self.requests.append(self.path)
-        super().do_GET()
-
-
-class LoopbackServer:
-    """Serves a folder on 127.0.0.1 at ``url`` (the pattern of tests/test_data.py)."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.requests: list[str] = []
-        handler = type("Handler", (_QuietHandler,), {"requests": self.requests})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0),
-                                           functools.partial(handler, directory=str(folder)))
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        self.running = True
-
-    def serve(self, name: str, payload: bytes) -> str:
-        (self.folder / name).write_bytes(payload)
-        return hashlib.sha256(payload).hexdigest()
-
-    def stop(self):
-        if self.running:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self.running = False
-
-
-@pytest.fixture
-def server(tmp_path):
-    folder = tmp_path / "served"
-    folder.mkdir()
-    srv = LoopbackServer(folder)
-    yield srv
-    srv.stop()
-
-
-def unused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def files_under(folder: Path) -> list[Path]:

@@ -9,13 +9,7 @@ from kdtutorial import twotower
 from kdtutorial.twotower import CDSSM, CosineCrossing, ResidualCrossing, TwinBERT, letter_trigram_batch
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    """Compute in double precision here, and restore the default for the other test modules."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("double_precision")  # fixture in conftest.py
 
 
 def tiny_bert(seed=0):

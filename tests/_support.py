@@ -1,0 +1,61 @@
+"""Helpers shared by the test modules: a loopback HTTP server for download tests, an unused port."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import socket
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+def sha256_bytes(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+def unused_port() -> int:
+    """A loopback port that nothing listens on (bound, read, released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CountingHandler(SimpleHTTPRequestHandler):
+    """Serves a folder quietly and counts the requests it answers."""
+
+    requests: list
+
+    def log_message(self, format, *args):  # noqa: A002 - keep pytest output clean
+        pass
+
+    def do_GET(self):
+        self.requests.append(self.path)
+        super().do_GET()
+
+
+class LoopbackServer:
+    """A ThreadingHTTPServer on 127.0.0.1, serving ``folder``, at ``url``."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.requests: list[str] = []
+        handler = type("Handler", (CountingHandler,), {"requests": self.requests})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0),
+                                           functools.partial(handler, directory=str(folder)))
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        self.running = True
+
+    def serve(self, name: str, payload: bytes) -> str:
+        """Publish ``payload`` as ``name``; return its sha256."""
+        (self.folder / name).write_bytes(payload)
+        return sha256_bytes(payload)
+
+    def stop(self):
+        if self.running:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=5)
+            self.running = False

@@ -1,0 +1,24 @@
+"""Fixtures shared by the test modules."""
+import pytest
+import torch
+
+from _support import LoopbackServer
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A loopback HTTP server serving ``tmp_path / "served"`` (downloads without network)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    srv = LoopbackServer(folder)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def double_precision():
+    """Compute in float64 (loss checks against reference formulas), then restore the default dtype."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
