@@ -14,8 +14,11 @@ One module per idea:
 * ``distilbert``   DistilBERT's triple loss (soft targets, masked LM, cosine) and an attention/[CLS] variant
 * ``tokens``       tokenised text in dynamically padded batches
 * ``pretraining``  masked-LM head fitting and general-purpose distillation on unlabeled text
+* ``optim``        AdamW with linear warm-up and decay, Adam kernels per device
 * ``finetuning``   a sentence classifier on an encoder: fine-tuning, accuracy, side-by-side throughput
 * ``twotower``     TwinBERT and C-DSSM two-tower rankers for query-ad relevance
+* ``crossencoder`` the BERT cross-encoder teacher: pair tokenisation, fine-tuning, fast length-bucketed scoring
+* ``rankers``      two-tower students: distillation on a transfer set, fine-tuning, scoring, cached-ad serving
 * ``relevance``    distillation losses for a binary relevance score (MSE on logits, tempered BCE)
 * ``ranking``      ROC-AUC, PR-AUC, nDCG@k, label density, the RankScore of an ad auction
 * ``data``         digits (built in), Fashion-MNIST (local mirror or verified download), seeded splits
@@ -32,9 +35,9 @@ import importlib
 __version__ = "0.1.0"
 
 __all__ = [
-    "data", "distilbert", "environment", "experiments", "finetuning", "hub", "losses", "models", "objectives",
-    "parameters", "plotting", "pretraining", "ranking", "relevance", "report", "runner", "schedules", "students",
-    "textdata", "tokens", "training", "twotower", "widgets",
+    "crossencoder", "data", "distilbert", "environment", "experiments", "finetuning", "hub", "losses", "models",
+    "objectives", "optim", "parameters", "plotting", "pretraining", "rankers", "ranking", "relevance", "report", "runner",
+    "schedules", "students", "textdata", "tokens", "training", "twotower", "widgets",
 ]
 
 

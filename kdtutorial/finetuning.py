@@ -16,7 +16,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .environment import release_memory, seed_everything
-from .pretraining import autocast, optimiser_kernels
+from .optim import adamw_with_warmup
+from .pretraining import autocast
 from .tokens import padded_batches
 
 __all__ = ["SentenceClassifier", "fine_tune", "predict", "accuracy", "fine_tune_and_test", "throughput"]
@@ -60,10 +61,8 @@ def fine_tune(model: nn.Module, text, labels, *, epochs: int = 2, lr: float = 5e
     trainable = [p for p in model.parameters() if p not in frozen]
     for p in frozen:
         p.requires_grad_(False)
-    optimiser = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay, **optimiser_kernels(device))
-    warm = max(1, int(warmup * steps))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: min((step + 1) / warm, max(0.0, (steps - step) / max(1, steps - warm))))
+    optimiser, schedule = adamw_with_warmup(trainable, lr=lr, weight_decay=weight_decay, warmup=warmup, steps=steps,
+                                            device=device)
     losses = []
     with tqdm(total=steps, desc="fine-tune", leave=False, disable=not progress) as bar:
         for epoch in range(epochs):

@@ -16,10 +16,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .environment import release_memory
+from .optim import optimiser_kernels
 from .distilbert import IGNORE_INDEX, check_weights, distillation_loss, mask_tokens
 from .tokens import padded_batches
 
-__all__ = ["autocast", "optimiser_kernels", "masked_lm_outputs", "masked_hidden_states", "mlm_head_parameters", "fit_mlm_head", "masked_token_accuracy", "general_distillation"]
+__all__ = ["autocast", "masked_lm_outputs", "masked_hidden_states", "mlm_head_parameters", "fit_mlm_head", "masked_token_accuracy", "general_distillation"]
 
 
 def autocast(device: torch.device, amp: bool):
@@ -43,18 +44,6 @@ def masked_lm_outputs(model, inputs, keep, attentions: bool = False) -> SimpleNa
     logits = model.cls(base.last_hidden_state[keep])
     return SimpleNamespace(logits=logits, hidden_states=base.hidden_states,
                            attentions=base.attentions if attentions else None)
-
-
-def optimiser_kernels(device) -> dict:
-    """Adam's implementation per device: fused kernels on CUDA; on the CPU the per-tensor loop.
-
-    The CPU default (``foreach``) updates all tensors at once through temporary copies of every parameter,
-    which for a small BERT costs several hundred MB at the peak; the per-tensor loop needs almost none and is
-    about as fast on a CPU. Both compute the same update.
-    """
-    if torch.device(device).type == "cuda":
-        return {"fused": True}
-    return {"foreach": False}
 
 
 def mlm_head_parameters(model) -> list:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["TokenizedText", "tokenize", "padded_batches"]
+__all__ = ["TokenizedText", "tokenize", "padded_batches", "pad_rows"]
 
 
 @dataclass
@@ -72,3 +72,14 @@ def padded_batches(text: TokenizedText, batch_size: int, *, shuffle: bool = Fals
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         yield rows, _pad([text.ids[i] for i in rows], text.pad_id, text.special_ids)
+
+
+def pad_rows(text: TokenizedText, rows) -> dict:
+    """The sentences at ``rows`` padded to the longest of them: one batch dict as :func:`padded_batches` yields.
+
+    For code that picks its own rows, e.g. a query batch and an ad batch selected by the same pair indices.
+    """
+    rows = np.asarray(rows).reshape(-1)
+    if len(rows) == 0:
+        raise ValueError("rows is empty: there is nothing to pad")
+    return _pad([text.ids[i] for i in rows], text.pad_id, text.special_ids)

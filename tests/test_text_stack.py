@@ -27,13 +27,7 @@ PAD, CLS, SEP, MASK = 0, 2, 3, 4  # ids of the tokenizer-free toy text (vocabula
 VOCAB = 99
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the models are tiny, and on a busy 2-core machine OpenMP threads mostly spin."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 
 
 

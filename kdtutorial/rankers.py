@@ -1,0 +1,370 @@
+"""Training, scoring and serving the two-tower students of lesson 06 (TwinBERT, C-DSSM).
+
+The recipe (Microsoft Ads; Lu, Jiao and Zhang, TwinBERT, CIKM 2020): the cross-encoder teacher
+(``kdtutorial.crossencoder``) scores a large unlabelled transfer set of query-ad pairs; the two-tower student
+learns those scores (:func:`distil_two_tower`), then is fine-tuned on the labelled pairs, on the labels alone or
+on labels plus the teacher's scores (:func:`fine_tune_two_tower`). :func:`score_two_tower` scores pairs the
+direct way (both towers per pair); :func:`serve_with_cached_ads` the way a two-tower model is served: every
+distinct ad encoded once offline, every distinct query once, then only the cheap crossing per pair.
+
+A pair's two sides are stored separately, aligned by row: row ``i`` of ``q_text`` and row ``i`` of ``ad_text``
+are pair ``i`` (:func:`tokenize_sides`). :func:`pair_batches` draws one set of rows and pads each side to its own
+longest member.
+
+**C-DSSM goes through the same functions.** ``CDSSM`` has TwinBERT's interface (``forward(q_ids, q_mask,
+ad_ids, ad_mask)``, ``encode``, ``score_vectors``) but reads letter trigrams, not word pieces. So instead of a
+second set of training loops there is one small adapter on the data side: :class:`TrigramText` holds the raw
+strings and builds ``letter_trigram_batch`` tensors for the chosen rows, where a ``TokenizedText`` is padded;
+:func:`trigram_sides` makes the pair of them. Every function here accepts either kind of side.
+Pinned by ``tests/test_rankers.py``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .crossencoder import _encode
+from .optim import adamw_with_warmup
+from .pretraining import autocast
+from .relevance import label_bce_loss, relevance_kd_loss
+from .tokens import TokenizedText, pad_rows
+from .twotower import letter_trigram_batch, words
+
+__all__ = [
+    "tokenize_sides", "TrigramText", "trigram_sides", "pair_batches", "distil_two_tower", "fine_tune_two_tower",
+    "score_two_tower", "pair_index", "serve_with_cached_ads",
+]
+
+
+# ------------------------------------------------------------------------------------------ the two sides
+def tokenize_sides(tokenizer, queries: Sequence[str], ads: Sequence[str], max_query_len: int, max_ad_len: int
+                   ) -> tuple[TokenizedText, TokenizedText]:
+    """Queries and ads tokenised separately (``[CLS] text [SEP]``, truncated, unpadded), aligned by row.
+
+    ``ads`` are ``crossencoder.ad_text`` strings, the same the teacher reads. As in
+    ``crossencoder.tokenize_pairs``, a literal special-token string in the text is tokenised as ordinary text.
+    """
+    if min(max_query_len, max_ad_len) < 3:
+        raise ValueError(f"max lengths must be at least 3 ([CLS] word [SEP]), got {max_query_len}, {max_ad_len}")
+    if isinstance(queries, str) or isinstance(ads, str):
+        raise TypeError("queries and ads must be sequences of strings, not one string")
+    queries, ads = list(queries), list(ads)
+    if len(queries) != len(ads):
+        raise ValueError(f"{len(queries)} queries but {len(ads)} ads: row i of each is pair i")
+    return (_encode(tokenizer, queries, max_length=max_query_len),
+            _encode(tokenizer, ads, max_length=max_ad_len))
+
+
+@dataclass
+class TrigramText:
+    """Raw strings for a ``CDSSM`` side: batches are ``letter_trigram_batch(texts[rows], n_buckets, max_words)``.
+
+    Plays the part of a ``TokenizedText`` in this module (``len``, ``subset``, ``lengths``, one batch per rows).
+    Trigrams are computed per batch, in Python: fine for the lesson's sizes, and nothing to store.
+    """
+
+    texts: list
+    n_buckets: int = 2**15
+    max_words: int = 32
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, rows) -> "TrigramText":
+        return TrigramText([self.texts[i] for i in rows], self.n_buckets, self.max_words)
+
+    def lengths(self) -> np.ndarray:
+        """Words per text (at most ``max_words``): the width of its batch, for length bucketing."""
+        return np.fromiter((min(len(words(t)), self.max_words) for t in self.texts), dtype=np.int64,
+                           count=len(self.texts))
+
+    def batch(self, rows) -> tuple[torch.Tensor, torch.Tensor]:
+        return letter_trigram_batch([self.texts[i] for i in rows], self.n_buckets, self.max_words)
+
+
+def trigram_sides(model, queries: Sequence[str], ads: Sequence[str], max_words: int = 32
+                  ) -> tuple[TrigramText, TrigramText]:
+    """The two sides for a ``CDSSM`` ``model`` (its ``n_buckets``), aligned by row, as ``tokenize_sides`` does."""
+    if isinstance(queries, str) or isinstance(ads, str):
+        raise TypeError("queries and ads must be sequences of strings, not one string")
+    queries, ads = list(queries), list(ads)
+    if len(queries) != len(ads):
+        raise ValueError(f"{len(queries)} queries but {len(ads)} ads: row i of each is pair i")
+    return TrigramText(queries, model.n_buckets, max_words), TrigramText(ads, model.n_buckets, max_words)
+
+
+def _side_batch(text, rows) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, mask)`` of one side for ``rows``: padded word pieces, or letter trigrams for a ``TrigramText``."""
+    if isinstance(text, TrigramText):
+        return text.batch(rows)
+    batch = pad_rows(text, rows)
+    return batch["input_ids"], batch["attention_mask"]
+
+
+def _check_aligned(q_text, ad_text) -> None:
+    if len(q_text) != len(ad_text):
+        raise ValueError(f"q_text has {len(q_text)} rows but ad_text {len(ad_text)}: row i of each is pair i")
+
+
+def pair_batches(q_text, ad_text, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                 sort_by_length: bool = False, indices=None):
+    """Yield ``(rows, (q_ids, q_mask), (ad_ids, ad_mask))``: the same pair rows from both sides, each side padded
+    to its own longest member (``tokens.pad_rows``; trigram tensors for a :class:`TrigramText`).
+
+    ``shuffle`` (seeded with ``seed``, as ``tokens.padded_batches``) for training; ``sort_by_length`` sorts by ad
+    length, then query length (inference; the caller puts results back with ``rows``); ``indices`` restricts the
+    batches to those rows.
+    """
+    _check_aligned(q_text, ad_text)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    order = np.arange(len(q_text)) if indices is None else np.asarray(indices)
+    if shuffle:
+        order = order[np.random.default_rng(seed).permutation(len(order))]
+    elif sort_by_length:
+        order = order[np.lexsort((q_text.lengths()[order], ad_text.lengths()[order]))]
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        yield rows, _side_batch(q_text, rows), _side_batch(ad_text, rows)
+
+
+def _to(pair, device):
+    return tuple(t.to(device, non_blocking=True) for t in pair)
+
+
+# ---------------------------------------------------------------------------------------------- training
+def _frozen_embeddings(student) -> set:
+    embeddings = getattr(getattr(student, "encoder", None), "embeddings", None)
+    if embeddings is None:
+        raise ValueError("freeze_embeddings needs a student with .encoder.embeddings (a TwinBERT)")
+    return set(embeddings.parameters())
+
+
+def _train(student, q_text, ad_text, loss_of, *, epochs, lr, batch_size, warmup, weight_decay, seed, device, amp,
+           max_steps, freeze_embeddings, progress, desc) -> list:
+    """The loop shared by both stages; ``loss_of(logits, rows)`` is the objective. Schedule as ``finetuning``."""
+    _check_aligned(q_text, ad_text)
+    device = torch.device(device)
+    student.to(device).train()
+    per_epoch = -(-len(q_text) // batch_size)
+    steps = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
+    frozen = _frozen_embeddings(student) if freeze_embeddings else set()
+    trainable = [p for p in student.parameters() if p not in frozen]
+    for p in frozen:
+        p.requires_grad_(False)
+    optimiser, schedule = adamw_with_warmup(trainable, lr=lr, weight_decay=weight_decay, warmup=warmup, steps=steps,
+                                            device=device)
+    losses = []
+    try:
+        with tqdm(total=steps, desc=desc, leave=False, disable=not progress) as bar:
+            for epoch in range(epochs):
+                batches = pair_batches(q_text, ad_text, batch_size, shuffle=True, seed=seed * 1000 + epoch)
+                for rows, q, ad in batches:
+                    if len(losses) >= steps:
+                        break
+                    with autocast(device, amp):
+                        logits = student(*_to(q, device), *_to(ad, device))
+                    loss = loss_of(logits.float(), rows)
+                    optimiser.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimiser.step()
+                    schedule.step()
+                    losses.append(loss.item())
+                    bar.update(1)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    student.eval()
+    return losses
+
+
+def _per_pair(values, n: int, name: str) -> torch.Tensor:
+    values = torch.as_tensor(np.asarray(values), dtype=torch.float32)
+    if values.shape != (n,):
+        raise ValueError(f"{name} must have one value per pair, shape ({n},), got {tuple(values.shape)}")
+    return values
+
+
+def distil_two_tower(student: nn.Module, q_text, ad_text, teacher_logits, *, kind: str = "mse",
+                     temperature: float = 1.0, epochs: int = 1, lr: float = 5e-5, batch_size: int = 64,
+                     warmup: float = 0.1, weight_decay: float = 0.01, seed: int = 0, device="cpu", amp: bool = False,
+                     max_steps: int | None = None, freeze_embeddings: bool = False, progress: bool = True) -> list:
+    """Stage 3: the student learns the teacher's logits on the (unlabelled) transfer set.
+
+    ``student`` is a ``TwinBERT`` or ``CDSSM`` (anything with ``forward(q_ids, q_mask, ad_ids, ad_mask) -> (B,)``);
+    ``q_text`` / ``ad_text`` the two sides (``tokenize_sides`` or ``trigram_sides``); ``teacher_logits`` one per
+    pair (``crossencoder.score_pairs``). Loss: ``relevance.relevance_kd_loss(s, t, labels=None, kind=kind,
+    temperature=temperature)``, i.e. MSE on logits or tempered BCE. Schedule and seeding as
+    ``finetuning.fine_tune`` (AdamW, warm-up then linear decay, seeded order, bf16 autocast on CUDA when ``amp``);
+    ``freeze_embeddings`` keeps a TwinBERT's embedding layer fixed. Returns every step's loss; eval mode after.
+    """
+    teacher = _per_pair(teacher_logits, len(q_text), "teacher_logits")
+    relevance_kd_loss(teacher[:1], teacher[:1], kind=kind, temperature=temperature)  # argument errors now, not later
+
+    def loss_of(logits, rows):
+        return relevance_kd_loss(logits, teacher[rows].to(logits.device), kind=kind, temperature=temperature)
+
+    return _train(student, q_text, ad_text, loss_of, epochs=epochs, lr=lr, batch_size=batch_size, warmup=warmup,
+                  weight_decay=weight_decay, seed=seed, device=device, amp=amp, max_steps=max_steps,
+                  freeze_embeddings=freeze_embeddings, progress=progress, desc="distil")
+
+
+def fine_tune_two_tower(student: nn.Module, q_text, ad_text, labels, *, teacher_logits=None, kind: str = "mse",
+                        alpha: float = 0.5, temperature: float = 1.0, epochs: int = 2, lr: float = 5e-5,
+                        batch_size: int = 32, warmup: float = 0.1, weight_decay: float = 0.01, seed: int = 0,
+                        device="cpu", amp: bool = False, max_steps: int | None = None,
+                        freeze_embeddings: bool = False, progress: bool = True) -> list:
+    """Stage 4: fine-tune the student on the labelled pairs (Good = 1, Bad = 0).
+
+    With ``teacher_logits=None`` the loss is ``relevance.label_bce_loss`` (labels only); with the teacher's
+    logits of these pairs it is ``relevance_kd_loss(s, t, y, kind=, alpha=, temperature=)``:
+    ``alpha * KD + (1 - alpha) * BCE``. Otherwise as :func:`distil_two_tower`.
+    """
+    y = _per_pair(labels, len(q_text), "labels")
+    if ((y < 0) | (y > 1)).any():
+        raise ValueError("labels must lie in [0, 1] (Good = 1, Bad = 0)")
+    if teacher_logits is None:
+        def loss_of(logits, rows):
+            return label_bce_loss(logits, y[rows].to(logits.device))
+    else:
+        teacher = _per_pair(teacher_logits, len(q_text), "teacher_logits")
+        relevance_kd_loss(teacher[:1], teacher[:1], y[:1], kind=kind, alpha=alpha, temperature=temperature)
+
+        def loss_of(logits, rows):
+            return relevance_kd_loss(logits, teacher[rows].to(logits.device), y[rows].to(logits.device),
+                                     kind=kind, alpha=alpha, temperature=temperature)
+
+    return _train(student, q_text, ad_text, loss_of, epochs=epochs, lr=lr, batch_size=batch_size, warmup=warmup,
+                  weight_decay=weight_decay, seed=seed, device=device, amp=amp, max_steps=max_steps,
+                  freeze_embeddings=freeze_embeddings, progress=progress, desc="fine-tune two-tower")
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def score_two_tower(student: nn.Module, q_text, ad_text, *, batch_size: int = 512, device="cpu", amp: bool = False,
+                    return_stats: bool = False):
+    """Logits of every pair (float32 numpy, original order), both towers run per pair: the direct way.
+
+    Inference mode, eval mode (restored afterwards), batches sorted by length, bf16 autocast on CUDA when ``amp``.
+    With ``return_stats`` also ``{"pairs", "seconds", "pairs_per_s"}`` (CUDA-synchronised wall time).
+    """
+    _check_aligned(q_text, ad_text)
+    device = torch.device(device)
+    was_training = student.training
+    student.to(device).eval()
+    out = np.empty(len(q_text), dtype=np.float32)
+    with torch.inference_mode():
+        _sync(device)
+        began = time.perf_counter()
+        for rows, q, ad in pair_batches(q_text, ad_text, batch_size, sort_by_length=True):
+            with autocast(device, amp):
+                logits = student(*_to(q, device), *_to(ad, device))
+            out[rows] = logits.float().cpu().numpy()
+        _sync(device)
+        seconds = time.perf_counter() - began
+    student.train(was_training)
+    if not return_stats:
+        return out
+    return out, {"pairs": len(out), "seconds": seconds, "pairs_per_s": len(out) / max(seconds, 1e-12)}
+
+
+def pair_index(queries: Sequence[str], ads: Sequence[str]):
+    """``(distinct_queries, distinct_ads, query_ids, ad_ids)`` of a list of pairs, for :func:`serve_with_cached_ads`.
+
+    Distinct values in order of first appearance; pair ``i`` is ``(distinct_queries[query_ids[i]],
+    distinct_ads[ad_ids[i]])``. ``ads`` are ``crossencoder.ad_text`` strings.
+    """
+    queries, ads = list(queries), list(ads)
+    if len(queries) != len(ads):
+        raise ValueError(f"{len(queries)} queries but {len(ads)} ads")
+    query_ids, distinct_queries = pd.factorize(pd.Series(queries, dtype=object), sort=False)
+    ad_ids, distinct_ads = pd.factorize(pd.Series(ads, dtype=object), sort=False)
+    return list(distinct_queries), list(distinct_ads), query_ids.astype(np.int64), ad_ids.astype(np.int64)
+
+
+def _encode_side(student, text, side: str, *, batch_size: int, device, amp: bool) -> torch.Tensor:
+    """Vectors of every row of one side, in order, on ``device``: ``(len(text), D)``."""
+    order = np.argsort(text.lengths(), kind="stable")
+    chunks, vectors = [], None
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        ids, mask = _to(_side_batch(text, rows), device)
+        with autocast(device, amp):
+            vec = student.encode(ids, mask, side)
+        chunks.append((rows, vec))
+    for rows, vec in chunks:
+        if vectors is None:
+            vectors = torch.empty((len(text), vec.shape[-1]), dtype=vec.dtype, device=device)
+        vectors[torch.as_tensor(rows, device=device)] = vec
+    return vectors
+
+
+def _ids(values, n_distinct: int, name: str) -> torch.Tensor:
+    values = np.asarray(values)
+    if values.ndim != 1 or not (np.issubdtype(values.dtype, np.integer) or values.size == 0):
+        raise ValueError(f"{name} must be a 1-D array of integer row numbers")
+    if values.size and (values.min() < 0 or values.max() >= n_distinct):
+        raise ValueError(f"{name} must lie in [0, {n_distinct}), got values in [{values.min()}, {values.max()}]")
+    return torch.as_tensor(values.astype(np.int64))
+
+
+def serve_with_cached_ads(student: nn.Module, q_text, ad_text, query_ids, ad_ids, *, batch_size: int = 512,
+                          device="cpu", amp: bool = False, score_chunk: int = 65536):
+    """Score pairs the way a two-tower model is served; returns ``(logits, stats)``.
+
+    ``q_text`` holds the *distinct* queries and ``ad_text`` the *distinct* ads (not aligned: any lengths);
+    pair ``i`` is ``(q_text[query_ids[i]], ad_text[ad_ids[i]])`` (:func:`pair_index` builds all four). Offline,
+    every ad is encoded once and its vector cached; online, every query is encoded once, and each pair costs only
+    ``student.score_vectors`` on the gathered vectors (``score_chunk`` pairs at a time). The logits (float32
+    numpy, pair order) equal :func:`score_two_tower` on the expanded pairs, up to rounding.
+
+    ``stats``: ``pairs``, ``queries``, ``ads``; the offline part ``ad_seconds``, ``ads_per_s``, ``cache_mb`` (the
+    ad vectors' memory); the online part ``query_seconds``, ``scoring_seconds``, ``online_seconds`` (their sum)
+    and ``pairs_per_s`` (pairs / online seconds). Times are CUDA-synchronised wall times.
+    """
+    device = torch.device(device)
+    q_index = _ids(query_ids, len(q_text), "query_ids")
+    a_index = _ids(ad_ids, len(ad_text), "ad_ids")
+    if q_index.shape != a_index.shape:
+        raise ValueError(f"{len(q_index)} query_ids but {len(a_index)} ad_ids: one of each per pair")
+    was_training = student.training
+    student.to(device).eval()
+    out = np.empty(len(q_index), dtype=np.float32)
+    with torch.inference_mode():
+        _sync(device)
+        t0 = time.perf_counter()
+        ad_vecs = _encode_side(student, ad_text, "ad", batch_size=batch_size, device=device, amp=amp)  # offline
+        _sync(device)
+        t1 = time.perf_counter()
+        q_vecs = _encode_side(student, q_text, "query", batch_size=batch_size, device=device, amp=amp)
+        _sync(device)
+        t2 = time.perf_counter()
+        q_index, a_index = q_index.to(device), a_index.to(device)
+        for start in range(0, len(out), score_chunk):
+            stop = start + score_chunk
+            with autocast(device, amp):
+                logits = student.score_vectors(q_vecs[q_index[start:stop]], ad_vecs[a_index[start:stop]])
+            out[start:stop] = logits.float().cpu().numpy()
+        _sync(device)
+        t3 = time.perf_counter()
+    student.train(was_training)
+    online = t3 - t1
+    cache_mb = 0.0 if ad_vecs is None else ad_vecs.numel() * ad_vecs.element_size() / 2**20
+    stats = {
+        "pairs": len(out), "queries": len(q_text), "ads": len(ad_text),
+        "ad_seconds": t1 - t0, "ads_per_s": len(ad_text) / max(t1 - t0, 1e-12), "cache_mb": cache_mb,
+        "query_seconds": t2 - t1, "scoring_seconds": t3 - t2, "online_seconds": online,
+        "pairs_per_s": len(out) / max(online, 1e-12),
+    }
+    return out, stats

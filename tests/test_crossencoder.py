@@ -1,0 +1,156 @@
+"""The cross-encoder teacher of lesson 06: pair layout and truncation, segment ids, fast scoring equal to the plain
+baseline, fine-tuning on a toy separable task. Tiny random BERT (width 32) with the packaged MiniLM tokenizer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from kdtutorial import crossencoder as ce
+from kdtutorial import hub, tokens
+from kdtutorial.environment import seed_everything
+
+QUERIES = ["cheap flights", "running shoes for women", "pizza", "used cars near me boston", "hotel"]
+ADS = [
+    "Cheap flights to Paris Book now and save up to 40% on your next trip",
+    "Women's running shoes Free delivery on all orders",
+    "Pizza delivery Order online",
+    "Used cars for sale Thousands of certified cars near you in Boston, Massachusetts and beyond",
+    "Hotels",
+]
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return hub.load_tokenizer(hub.DEFAULT_TEACHER)
+
+
+def tiny_bert(vocab_size: int, seed: int = 0) -> BertModel:
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37)
+    return BertModel(config, add_pooling_layer=False)
+
+
+def pieces(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+# ------------------------------------------------------------------------------------------------ text
+def test_ad_text_joins_title_and_description():
+    assert ce.ad_text("Cheap flights", "Book now") == "Cheap flights Book now"
+    assert ce.ad_text(" Hotels ", "") == "Hotels"
+    assert ce.ad_text(["a", "b"], ["x", ""]) == ["a x", "b"]
+    assert ce.ads_of({"title": ["t1", "t2"], "description": ["d1", "d2"]}) == ["t1 d1", "t2 d2"]
+    with pytest.raises(ValueError):
+        ce.ad_text(["a"], ["x", "y"])
+    with pytest.raises(TypeError):
+        ce.ad_text("a", ["x"])
+
+
+def test_pair_layout_is_cls_query_sep_ad_sep(tok):
+    text = ce.tokenize_pairs(tok, QUERIES, ADS, max_length=512)
+    assert isinstance(text, tokens.TokenizedText) and len(text) == len(QUERIES)
+    for q, ad, ids in zip(QUERIES, ADS, text.ids):
+        assert ids == [tok.cls_token_id, *pieces(tok, q), tok.sep_token_id, *pieces(tok, ad), tok.sep_token_id]
+
+
+def test_truncation_to_max_length(tok):
+    text = ce.tokenize_pairs(tok, QUERIES, ADS, max_length=12)
+    assert text.lengths().max() == 12 and text.lengths()[4] == len(pieces(tok, "hotel hotels")) + 3  # short: as is
+    # longest_first cuts the (longer) ad and keeps the two-word query whole
+    assert text.ids[0][:4] == [tok.cls_token_id, *pieces(tok, QUERIES[0]), tok.sep_token_id]
+    assert text.ids[0][4:-1] == pieces(tok, ADS[0])[:7] and text.ids[0][-1] == tok.sep_token_id
+    only_second = ce.tokenize_pairs(tok, QUERIES, ADS, max_length=12, truncation="only_second")
+    q = pieces(tok, QUERIES[3])
+    assert only_second.ids[3][1 : len(q) + 2] == [*q, tok.sep_token_id] and len(only_second.ids[3]) == 12
+    with pytest.raises(ValueError, match="only_second"):
+        ce.tokenize_pairs(tok, ["a b c d e f g h i j"], ["ad"], max_length=8, truncation="only_second")
+    with pytest.raises(ValueError):
+        ce.tokenize_pairs(tok, QUERIES, ADS, max_length=12, truncation="only_first")
+    with pytest.raises(ValueError):
+        ce.tokenize_pairs(tok, QUERIES, ADS[:2], max_length=12)
+
+
+def test_literal_sep_in_the_text_is_not_a_separator(tok):
+    text = ce.tokenize_pairs(tok, ["flights [SEP] paris"], ["ad"], max_length=32)
+    assert text.ids[0].count(tok.sep_token_id) == 2
+
+
+def test_token_type_ids_match_the_tokenizer(tok):
+    text = ce.tokenize_pairs(tok, QUERIES, ADS, max_length=20)
+    batch = tokens.pad_rows(text, range(len(text)))
+    reference = tok(QUERIES, ADS, truncation="longest_first", max_length=20, padding=True, return_tensors="pt")
+    assert torch.equal(batch["input_ids"], reference["input_ids"])
+    for sep_id in (None, tok.sep_token_id):
+        type_ids = ce.pair_token_type_ids(batch["input_ids"], batch["attention_mask"], sep_id)
+        assert torch.equal(type_ids, reference["token_type_ids"])
+
+
+# ----------------------------------------------------------------------------------------------- model
+def test_cross_encoder_logits_and_segment_ids(tok):
+    seed_everything(0)
+    text = ce.tokenize_pairs(tok, QUERIES, ADS, max_length=20)
+    batch = tokens.pad_rows(text, range(len(text)))
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    for pooling in ("cls", "mean"):
+        model = ce.CrossEncoder(tiny_bert(len(tok)), pooling=pooling).eval()
+        with torch.no_grad():
+            logits = model(ids, mask)
+            explicit = model(ids, mask, ce.pair_token_type_ids(ids, mask, tok.sep_token_id))
+            all_zero = model(ids, mask, torch.zeros_like(ids))
+        assert logits.shape == (len(QUERIES),) and logits.dtype == torch.float32
+        assert torch.equal(logits, explicit)
+        assert not torch.allclose(logits, all_zero)  # the segment ids reach the encoder
+    with pytest.raises(ValueError):
+        ce.CrossEncoder(tiny_bert(len(tok)), pooling="max")
+
+
+def test_score_pairs_keeps_the_order_and_equals_the_padded_fp32_baseline(tok):
+    rng = np.random.default_rng(0)
+    queries = [QUERIES[i] for i in rng.integers(0, 5, 37)]
+    ads = [" ".join(ADS[i].split()[: rng.integers(1, 15)]) for i in rng.integers(0, 5, 37)]
+    text = ce.tokenize_pairs(tok, queries, ads, max_length=24)
+    model = ce.CrossEncoder(tiny_bert(len(tok))).train()
+    fast, stats = ce.score_pairs(model, text, batch_size=8)
+    assert model.training  # mode restored
+    plain, plain_stats = ce.score_pairs_padded_fp32(model, text, max_length=24, batch_size=8)
+    assert fast.dtype == plain.dtype == np.float32 and fast.shape == (37,)
+    np.testing.assert_allclose(fast, plain, atol=1e-5, rtol=0)
+    model.eval()
+    with torch.no_grad():  # one pair at a time, no padding at all: the original order
+        one_by_one = [model(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)).item() for ids in text.ids]
+    np.testing.assert_allclose(fast, one_by_one, atol=1e-5, rtol=0)
+    for s in (stats, plain_stats):
+        assert set(s) >= {"pairs", "seconds", "pairs_per_s"} and s["pairs"] == 37
+        assert s["seconds"] > 0 and s["pairs_per_s"] > 0 and s["batches"] == 5
+    assert 0 <= stats["padding"] < plain_stats["padding"] < 1  # bucketing computes less padding
+    with pytest.raises(ValueError):
+        ce.score_pairs_padded_fp32(model, text, max_length=10, batch_size=8)
+
+
+def test_fine_tuning_learns_a_separable_task(tok):
+    """Good when the ad mentions red, Bad when it mentions blue: the loss falls and the pairs are separated."""
+    rng = np.random.default_rng(1)
+    words = ["shoes", "cars", "pizza", "hotel", "flights", "phone", "watch", "bike"]
+    labels = rng.integers(0, 2, 64)
+    queries = [" ".join(rng.choice(words, 2)) for _ in labels]
+    ads = [f"{rng.choice(words)} {'red' if y else 'blue'} {rng.choice(words)}" for y in labels]
+    text = ce.tokenize_pairs(tok, queries, ads, max_length=16)
+    seed_everything(0)
+    model = ce.CrossEncoder(tiny_bert(len(tok)))
+    losses = ce.fine_tune_cross_encoder(model, text, labels, epochs=12, lr=3e-3, batch_size=16, seed=0,
+                                        device="cpu", amp=False, progress=False)
+    assert len(losses) == 48 and not model.training
+    assert np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4])
+    logits, _ = ce.score_pairs(model, text, batch_size=32)
+    assert ((logits > 0) == (labels == 1)).mean() >= 0.95
+    short = ce.fine_tune_cross_encoder(model, text, labels, epochs=5, lr=1e-4, batch_size=16, max_steps=3,
+                                       progress=False)
+    assert len(short) == 3
+    with pytest.raises(ValueError):
+        ce.fine_tune_cross_encoder(model, text, labels[:10], epochs=1, progress=False)
