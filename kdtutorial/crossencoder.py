@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .optim import adamw_with_warmup
+from .optim import train_steps
 from .pretraining import autocast
 from .relevance import label_bce_loss
 from .tokens import TokenizedText, pad_rows, padded_batches
@@ -77,6 +77,16 @@ def _encode(tokenizer, first, second=None, *, max_length: int, truncation="longe
     return TokenizedText(encoded["input_ids"], int(tokenizer.pad_token_id), frozenset(tokenizer.all_special_ids))
 
 
+def as_pairs(queries, ads) -> tuple[list, list]:
+    """``(queries, ads)`` as two lists of equal length (row i of each is pair i); clear errors otherwise."""
+    if isinstance(queries, str) or isinstance(ads, str):
+        raise TypeError("queries and ads must be sequences of strings, not one string")
+    queries, ads = list(queries), list(ads)
+    if len(queries) != len(ads):
+        raise ValueError(f"{len(queries)} queries but {len(ads)} ads: row i of each is pair i")
+    return queries, ads
+
+
 def tokenize_pairs(tokenizer, queries: Sequence[str], ads: Sequence[str], max_length: int, *,
                    truncation: str = "longest_first") -> TokenizedText:
     """``[CLS] query [SEP] ad [SEP]`` per pair, at most ``max_length`` tokens (special tokens included), unpadded.
@@ -91,11 +101,7 @@ def tokenize_pairs(tokenizer, queries: Sequence[str], ads: Sequence[str], max_le
         raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
     if max_length < 5:
         raise ValueError(f"max_length must leave room for [CLS] q [SEP] ad [SEP]: at least 5, got {max_length}")
-    if isinstance(queries, str) or isinstance(ads, str):
-        raise TypeError("queries and ads must be sequences of strings, not one string")
-    queries, ads = list(queries), list(ads)
-    if len(queries) != len(ads):
-        raise ValueError(f"{len(queries)} queries but {len(ads)} ads: pairs need one of each")
+    queries, ads = as_pairs(queries, ads)
     try:
         return _encode(tokenizer, queries, ads, max_length=max_length, truncation=truncation)
     except Exception as err:  # the tokenizers library raises its own exception type for an impossible truncation
@@ -182,28 +188,17 @@ def fine_tune_cross_encoder(model: nn.Module, text: TokenizedText, labels, *, ep
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.float32)
     if labels.shape != (len(text),):
         raise ValueError(f"labels must have one value per pair, shape ({len(text)},), got {tuple(labels.shape)}")
-    model.to(device).train()
-    per_epoch = -(-len(text) // batch_size)
-    steps = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
-    optimiser, schedule = adamw_with_warmup(model.parameters(), lr=lr, weight_decay=weight_decay, warmup=warmup, steps=steps,
-                                            device=device)
-    losses = []
-    with tqdm(total=steps, desc="cross-encoder", leave=False, disable=not progress) as bar:
-        for epoch in range(epochs):
-            for rows, batch in padded_batches(text, batch_size, shuffle=True, seed=seed * 1000 + epoch):
-                if len(losses) >= steps:
-                    break
-                with autocast(device, amp):
-                    logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-                loss = label_bce_loss(logits.float(), labels[rows].to(device))
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                schedule.step()
-                losses.append(loss.item())
-                bar.update(1)
-    model.eval()
-    return losses
+
+    def batches(epoch):
+        for rows, batch in padded_batches(text, batch_size, shuffle=True, seed=seed * 1000 + epoch):
+            yield rows, (batch["input_ids"], batch["attention_mask"])
+
+    def loss_of(logits, rows):
+        return label_bce_loss(logits, labels[rows].to(logits.device))
+
+    return train_steps(model, batches, loss_of, n_rows=len(text), epochs=epochs, batch_size=batch_size, lr=lr,
+                       weight_decay=weight_decay, warmup=warmup, device=device, amp=amp, max_steps=max_steps,
+                       desc="cross-encoder", progress=progress)
 
 
 # ------------------------------------------------------------------------------------------ scoring

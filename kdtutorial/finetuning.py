@@ -13,10 +13,9 @@ import time
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .environment import release_memory, seed_everything
-from .optim import adamw_with_warmup
+from .optim import train_steps
 from .pretraining import autocast
 from .tokens import padded_batches
 
@@ -52,36 +51,19 @@ def fine_tune(model: nn.Module, text, labels, *, epochs: int = 2, lr: float = 5e
     BERT fine-tuning recipe. The batch order is seeded with ``seed`` (the model's random head and dropout
     follow torch's global seed: call ``seed_everything`` first). Returns the loss of every step.
     """
-    device = torch.device(device)
-    model.to(device).train()
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    per_epoch = -(-len(text) // batch_size)
-    steps = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
-    frozen = set(model.encoder.embeddings.parameters()) if freeze_embeddings else set()
-    trainable = [p for p in model.parameters() if p not in frozen]
-    for p in frozen:
-        p.requires_grad_(False)
-    optimiser, schedule = adamw_with_warmup(trainable, lr=lr, weight_decay=weight_decay, warmup=warmup, steps=steps,
-                                            device=device)
-    losses = []
-    with tqdm(total=steps, desc="fine-tune", leave=False, disable=not progress) as bar:
-        for epoch in range(epochs):
-            for rows, batch in padded_batches(text, batch_size, shuffle=True, seed=seed * 1000 + epoch):
-                if len(losses) >= steps:
-                    break
-                with autocast(device, amp):
-                    logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-                loss = nn.functional.cross_entropy(logits.float(), labels[rows].to(device))
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                schedule.step()
-                losses.append(loss.item())
-                bar.update(1)
-    for p in frozen:
-        p.requires_grad_(True)
-    model.eval()
-    return losses
+
+    def batches(epoch):
+        for rows, batch in padded_batches(text, batch_size, shuffle=True, seed=seed * 1000 + epoch):
+            yield rows, (batch["input_ids"], batch["attention_mask"])
+
+    def loss_of(logits, rows):
+        return nn.functional.cross_entropy(logits, labels[rows].to(logits.device))
+
+    frozen = model.encoder.embeddings.parameters() if freeze_embeddings else ()
+    return train_steps(model, batches, loss_of, n_rows=len(text), epochs=epochs, batch_size=batch_size, lr=lr,
+                       weight_decay=weight_decay, warmup=warmup, device=device, amp=amp, max_steps=max_steps,
+                       frozen=frozen, desc="fine-tune", progress=progress)
 
 
 @torch.no_grad()
@@ -90,17 +72,18 @@ def predict(model: nn.Module, text, *, batch_size: int = 128, device="cpu", amp:
     device = torch.device(device)
     was_training = model.training
     model.to(device).eval()
-    out = torch.empty(len(text), dtype=torch.float32)
-    chunks = []
+    rows_seen, chunks = [], []
     for rows, batch in padded_batches(text, batch_size, sort_by_length=True):
         with autocast(device, amp):
             logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-        chunks.append((rows, logits.float().cpu()))
-    for rows, logits in chunks:
-        if out.ndim == 1:
-            out = torch.empty(len(text), logits.shape[-1], dtype=torch.float32)
-        out[torch.as_tensor(rows)] = logits
+        rows_seen.append(torch.as_tensor(rows))
+        chunks.append(logits.float().cpu())
     model.train(was_training)
+    if not chunks:
+        return torch.empty(0)
+    logits = torch.cat(chunks)
+    out = torch.empty_like(logits)
+    out[torch.cat(rows_seen)] = logits  # back to the original order
     return out
 
 

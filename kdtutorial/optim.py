@@ -1,13 +1,17 @@
-"""The optimiser every training loop of the text lessons uses: AdamW, linear warm-up, then linear decay to 0.
+"""The supervised training loop of the text lessons: AdamW, linear warm-up, then linear decay to 0.
 
-This is the usual BERT fine-tuning recipe (Devlin et al., 2019, appendix A.3). ``optimiser_kernels`` picks Adam's
-implementation per device.
+This is the usual BERT fine-tuning recipe (Devlin et al., 2019, appendix A.3). :func:`train_steps` runs it for any
+model, batch source and loss (sentence classifier, cross-encoder, two-tower ranker); ``optimiser_kernels`` picks
+Adam's implementation per device.
 """
 from __future__ import annotations
 
-import torch
+import contextlib
 
-__all__ = ["optimiser_kernels", "adamw_with_warmup"]
+import torch
+from tqdm.auto import tqdm
+
+__all__ = ["optimiser_kernels", "adamw_with_warmup", "planned_steps", "train_steps"]
 
 
 def optimiser_kernels(device) -> dict:
@@ -30,3 +34,52 @@ def adamw_with_warmup(params, *, lr: float, weight_decay: float, warmup: float, 
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: min((step + 1) / warm, max(0.0, (steps - step) / max(1, steps - warm))))
     return optimiser, schedule
+
+
+def planned_steps(n_rows: int, batch_size: int, epochs: int, max_steps: int | None = None) -> int:
+    """Optimiser steps of ``epochs`` passes over ``n_rows`` in batches of ``batch_size``, capped by ``max_steps``."""
+    steps = epochs * -(-n_rows // batch_size)
+    return steps if max_steps is None else min(max_steps, steps)
+
+
+def train_steps(model, batches, loss_of, *, n_rows: int, epochs: int, batch_size: int, lr: float,
+                weight_decay: float, warmup: float, device, amp: bool = False, max_steps: int | None = None,
+                frozen=(), desc: str = "train", progress: bool = True) -> list:
+    """Train ``model`` and return the loss of every step; the model is left in eval mode.
+
+    ``batches(epoch)`` yields ``(rows, inputs)`` where ``inputs`` is a tuple of tensors passed positionally to
+    ``model`` (moved to ``device``); ``loss_of(logits, rows)`` gives the batch loss from float32 logits. AdamW with
+    :func:`adamw_with_warmup`; bf16 autocast on CUDA when ``amp``; parameters in ``frozen`` are not trained (and
+    get ``requires_grad`` back afterwards).
+    """
+    device = torch.device(device)
+    model.to(device).train()
+    frozen = set(frozen)
+    steps = planned_steps(n_rows, batch_size, epochs, max_steps)
+    for p in frozen:
+        p.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p not in frozen]
+    optimiser, schedule = adamw_with_warmup(trainable, lr=lr, weight_decay=weight_decay, warmup=warmup, steps=steps,
+                                            device=device)
+    cast = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else contextlib.nullcontext()
+    losses = []
+    try:
+        with tqdm(total=steps, desc=desc, leave=False, disable=not progress) as bar:
+            for epoch in range(epochs):
+                for rows, inputs in batches(epoch):
+                    if len(losses) >= steps:
+                        break
+                    with cast:
+                        logits = model(*(t.to(device, non_blocking=True) for t in inputs))
+                    loss = loss_of(logits.float(), rows)
+                    optimiser.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimiser.step()
+                    schedule.step()
+                    losses.append(loss.item())
+                    bar.update(1)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    model.eval()
+    return losses

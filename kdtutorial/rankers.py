@@ -28,10 +28,9 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from .crossencoder import _encode
-from .optim import adamw_with_warmup
+from .crossencoder import _encode, as_pairs
+from .optim import train_steps
 from .pretraining import autocast
 from .relevance import label_bce_loss, relevance_kd_loss
 from .tokens import TokenizedText, pad_rows
@@ -53,11 +52,7 @@ def tokenize_sides(tokenizer, queries: Sequence[str], ads: Sequence[str], max_qu
     """
     if min(max_query_len, max_ad_len) < 3:
         raise ValueError(f"max lengths must be at least 3 ([CLS] word [SEP]), got {max_query_len}, {max_ad_len}")
-    if isinstance(queries, str) or isinstance(ads, str):
-        raise TypeError("queries and ads must be sequences of strings, not one string")
-    queries, ads = list(queries), list(ads)
-    if len(queries) != len(ads):
-        raise ValueError(f"{len(queries)} queries but {len(ads)} ads: row i of each is pair i")
+    queries, ads = as_pairs(queries, ads)
     return (_encode(tokenizer, queries, max_length=max_query_len),
             _encode(tokenizer, ads, max_length=max_ad_len))
 
@@ -92,11 +87,7 @@ class TrigramText:
 def trigram_sides(model, queries: Sequence[str], ads: Sequence[str], max_words: int = 32
                   ) -> tuple[TrigramText, TrigramText]:
     """The two sides for a ``CDSSM`` ``model`` (its ``n_buckets``), aligned by row, as ``tokenize_sides`` does."""
-    if isinstance(queries, str) or isinstance(ads, str):
-        raise TypeError("queries and ads must be sequences of strings, not one string")
-    queries, ads = list(queries), list(ads)
-    if len(queries) != len(ads):
-        raise ValueError(f"{len(queries)} queries but {len(ads)} ads: row i of each is pair i")
+    queries, ads = as_pairs(queries, ads)
     return TrigramText(queries, model.n_buckets, max_words), TrigramText(ads, model.n_buckets, max_words)
 
 
@@ -151,38 +142,15 @@ def _train(student, q_text, ad_text, loss_of, *, epochs, lr, batch_size, warmup,
            max_steps, freeze_embeddings, progress, desc) -> list:
     """The loop shared by both stages; ``loss_of(logits, rows)`` is the objective. Schedule as ``finetuning``."""
     _check_aligned(q_text, ad_text)
-    device = torch.device(device)
-    student.to(device).train()
-    per_epoch = -(-len(q_text) // batch_size)
-    steps = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
-    frozen = _frozen_embeddings(student) if freeze_embeddings else set()
-    trainable = [p for p in student.parameters() if p not in frozen]
-    for p in frozen:
-        p.requires_grad_(False)
-    optimiser, schedule = adamw_with_warmup(trainable, lr=lr, weight_decay=weight_decay, warmup=warmup, steps=steps,
-                                            device=device)
-    losses = []
-    try:
-        with tqdm(total=steps, desc=desc, leave=False, disable=not progress) as bar:
-            for epoch in range(epochs):
-                batches = pair_batches(q_text, ad_text, batch_size, shuffle=True, seed=seed * 1000 + epoch)
-                for rows, q, ad in batches:
-                    if len(losses) >= steps:
-                        break
-                    with autocast(device, amp):
-                        logits = student(*_to(q, device), *_to(ad, device))
-                    loss = loss_of(logits.float(), rows)
-                    optimiser.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimiser.step()
-                    schedule.step()
-                    losses.append(loss.item())
-                    bar.update(1)
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
-    student.eval()
-    return losses
+
+    def batches(epoch):
+        for rows, q, ad in pair_batches(q_text, ad_text, batch_size, shuffle=True, seed=seed * 1000 + epoch):
+            yield rows, (*q, *ad)
+
+    frozen = _frozen_embeddings(student) if freeze_embeddings else ()
+    return train_steps(student, batches, loss_of, n_rows=len(q_text), epochs=epochs, batch_size=batch_size, lr=lr,
+                       weight_decay=weight_decay, warmup=warmup, device=device, amp=amp, max_steps=max_steps,
+                       frozen=frozen, desc=desc, progress=progress)
 
 
 def _per_pair(values, n: int, name: str) -> torch.Tensor:

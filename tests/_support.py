@@ -1,4 +1,4 @@
-"""Helpers shared by the test modules: a loopback HTTP server for download tests, an unused port."""
+"""Helpers shared by the test modules: a loopback HTTP server for download tests, an unused port, a tiny BERT."""
 from __future__ import annotations
 
 import functools
@@ -59,3 +59,14 @@ class LoopbackServer:
             self._server.server_close()
             self._thread.join(timeout=5)
             self.running = False
+
+
+def tiny_bert(vocab_size: int, seed: int = 0):
+    """A 2-layer, 32-wide random BERT encoder (seeded): fast stand-in for a real encoder in tests."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37)
+    return BertModel(config, add_pooling_layer=False)

@@ -31,3 +31,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """The packaged all-MiniLM-L6-v2 tokenizer (offline)."""
+    from kdtutorial import hub
+
+    return hub.load_tokenizer(hub.DEFAULT_TEACHER)

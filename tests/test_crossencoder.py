@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertModel
 
+from _support import tiny_bert
 from kdtutorial import crossencoder as ce
-from kdtutorial import hub, tokens
+from kdtutorial import tokens
 from kdtutorial.environment import seed_everything
 
 QUERIES = ["cheap flights", "running shoes for women", "pizza", "used cars near me boston", "hotel"]
@@ -21,19 +21,9 @@ ADS = [
 ]
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixtures (and tok) in conftest.py
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return hub.load_tokenizer(hub.DEFAULT_TEACHER)
-
-
-def tiny_bert(vocab_size: int, seed: int = 0) -> BertModel:
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37)
-    return BertModel(config, add_pooling_layer=False)
 
 
 def pieces(tok, text):

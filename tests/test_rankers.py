@@ -6,29 +6,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertModel
 
+from _support import tiny_bert
 from kdtutorial import crossencoder as ce
-from kdtutorial import hub, rankers, tokens
+from kdtutorial import rankers, tokens
 from kdtutorial.environment import seed_everything
 from kdtutorial.twotower import CDSSM, TwinBERT, letter_trigram_batch
 
 WORDS = ["shoes", "cars", "pizza", "hotel", "flights", "phone", "watch", "bike", "cheap", "used", "best", "near"]
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixtures (and tok) in conftest.py
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return hub.load_tokenizer(hub.DEFAULT_TEACHER)
-
-
-def tiny_bert(vocab_size: int, seed: int = 0) -> BertModel:
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37)
-    return BertModel(config, add_pooling_layer=False)
 
 
 def toy_pairs(n: int, seed: int):

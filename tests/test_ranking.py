@@ -18,12 +18,14 @@ def random_data(seed, n=300, n_queries=40):
     return y, scores, qids
 
 
+@pytest.mark.parametrize("ours, sklearn_metric", [(ranking.roc_auc, roc_auc_score),
+                                                   (ranking.pr_auc, average_precision_score)])
 @pytest.mark.parametrize("seed", range(5))
-def test_roc_auc_matches_sklearn_with_ties(seed):
+def test_auc_metrics_match_sklearn_with_ties(ours, sklearn_metric, seed):
     y, s, _ = random_data(seed)
-    assert ranking.roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert ours(y, s) == pytest.approx(sklearn_metric(y, s), abs=1e-12)
     s_cont = np.random.default_rng(seed + 100).normal(size=len(y)) + y
-    assert ranking.roc_auc(y, s_cont) == pytest.approx(roc_auc_score(y, s_cont), abs=1e-12)
+    assert ours(y, s_cont) == pytest.approx(sklearn_metric(y, s_cont), abs=1e-12)
 
 
 def test_roc_auc_is_pairwise_probability_with_half_ties():
@@ -34,14 +36,6 @@ def test_roc_auc_is_pairwise_probability_with_half_ties():
     assert ranking.roc_auc(y, s) == pytest.approx(reference, abs=1e-15)
     assert ranking.roc_auc(y, np.zeros(len(y))) == 0.5
     assert ranking.roc_auc(y, y) == 1.0 and ranking.roc_auc(y, -y) == 0.0
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_average_precision_matches_sklearn_with_ties(seed):
-    y, s, _ = random_data(seed)
-    assert ranking.pr_auc(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
-    s_cont = np.random.default_rng(seed + 100).normal(size=len(y)) + y
-    assert ranking.pr_auc(y, s_cont) == pytest.approx(average_precision_score(y, s_cont), abs=1e-12)
 
 
 def test_average_precision_by_hand():
