@@ -66,6 +66,8 @@ def train_steps(model, batches, loss_of, *, n_rows: int, epochs: int, batch_size
     try:
         with tqdm(total=steps, desc=desc, leave=False, disable=not progress) as bar:
             for epoch in range(epochs):
+                if len(losses) >= steps:
+                    break
                 for rows, inputs in batches(epoch):
                     if len(losses) >= steps:
                         break

@@ -20,7 +20,9 @@ Pinned by ``tests/test_rankers.py``.
 """
 from __future__ import annotations
 
+import itertools
 import time
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -29,32 +31,35 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .crossencoder import _encode, as_pairs
+from .crossencoder import _encode, _indexed, as_pairs, pair_index
 from .optim import train_steps
 from .pretraining import autocast
 from .relevance import label_bce_loss, relevance_kd_loss
-from .tokens import TokenizedText, pad_rows
+from .tokens import TokenizedText
 from .twotower import letter_trigram_batch, words
 
 __all__ = [
     "tokenize_sides", "TrigramText", "trigram_sides", "pair_batches", "distil_two_tower", "fine_tune_two_tower",
-    "score_two_tower", "pair_index", "serve_with_cached_ads",
+    "training_throughput", "score_two_tower", "pair_index", "serve_with_cached_ads", "serve_grid", "serving_latency",
 ]
 
 
 # ------------------------------------------------------------------------------------------ the two sides
-def tokenize_sides(tokenizer, queries: Sequence[str], ads: Sequence[str], max_query_len: int, max_ad_len: int
-                   ) -> tuple[TokenizedText, TokenizedText]:
+def tokenize_sides(tokenizer, queries: Sequence[str], ads: Sequence[str], max_query_len: int, max_ad_len: int, *,
+                   query_ids=None, ad_ids=None) -> tuple[TokenizedText, TokenizedText]:
     """Queries and ads tokenised separately (``[CLS] text [SEP]``, truncated, unpadded), aligned by row.
 
     ``ads`` are ``crossencoder.ad_text`` strings, the same the teacher reads. As in
     ``crossencoder.tokenize_pairs``, a literal special-token string in the text is tokenised as ordinary text.
+    Each distinct query and ad is tokenised once (a million re-paired pairs hold a few thousand of each). With
+    ``query_ids`` and ``ad_ids`` the texts are the distinct ones, as in ``crossencoder.pair_matrix``.
     """
     if min(max_query_len, max_ad_len) < 3:
         raise ValueError(f"max lengths must be at least 3 ([CLS] word [SEP]), got {max_query_len}, {max_ad_len}")
-    queries, ads = as_pairs(queries, ads)
-    return (_encode(tokenizer, queries, max_length=max_query_len),
-            _encode(tokenizer, ads, max_length=max_ad_len))
+    distinct_q, distinct_a, qi, ai = _indexed(queries, ads, query_ids, ad_ids)  # a transfer set repeats each text many times
+    q_text = _encode(tokenizer, distinct_q, max_length=max_query_len)
+    a_text = _encode(tokenizer, distinct_a, max_length=max_ad_len)
+    return q_text.subset(qi), a_text.subset(ai)  # rows share the distinct texts' id lists: no copies
 
 
 @dataclass
@@ -91,12 +96,48 @@ def trigram_sides(model, queries: Sequence[str], ads: Sequence[str], max_words: 
     return TrigramText(queries, model.n_buckets, max_words), TrigramText(ads, model.n_buckets, max_words)
 
 
-def _side_batch(text, rows) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(ids, mask)`` of one side for ``rows``: padded word pieces, or letter trigrams for a ``TrigramText``."""
+@dataclass
+class _PaddedSide:
+    """One side's token ids as a right-padded ``int32`` matrix and lengths: batches are slices, no per-row Python."""
+
+    ids: np.ndarray
+    n_tokens: np.ndarray
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.n_tokens)
+
+    def lengths(self) -> np.ndarray:
+        return self.n_tokens
+
+
+def _padded(text):
+    """A ``TokenizedText`` as a :class:`_PaddedSide` (built once per pass; the same ids ``tokens.pad_rows`` gives)."""
+    if isinstance(text, (TrigramText, _PaddedSide)):
+        return text
+    n = text.lengths()
+    ids = np.full((len(text), max(1, int(n.max(initial=1)))), text.pad_id, dtype=np.int32)
+    if len(text):
+        ids[np.arange(ids.shape[1])[None, :] < n[:, None]] = np.fromiter(
+            itertools.chain.from_iterable(text.ids), dtype=np.int32, count=int(n.sum()))
+    return _PaddedSide(ids, n, int(text.pad_id))
+
+
+def _side_batch(text, rows, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, mask)`` of one side for ``rows``: word pieces padded to the longest row (or to ``width``, the
+    fixed-length baseline), or letter trigrams for a ``TrigramText``."""
     if isinstance(text, TrigramText):
         return text.batch(rows)
-    batch = pad_rows(text, rows)
-    return batch["input_ids"], batch["attention_mask"]
+    side = _padded(text)
+    n = side.n_tokens[rows]
+    w = max(1, int(n.max(initial=1))) if width is None else int(width)
+    if w < int(n.max(initial=0)):
+        raise ValueError(f"width={w} is shorter than the longest row ({int(n.max())} tokens)")
+    ids = side.ids[rows, : min(w, side.ids.shape[1])].astype(np.int64)
+    if w > ids.shape[1]:
+        ids = np.pad(ids, ((0, 0), (0, w - ids.shape[1])), constant_values=side.pad_id)
+    mask = (np.arange(w)[None, :] < n[:, None]).astype(np.int64)
+    return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 def _check_aligned(q_text, ad_text) -> None:
@@ -105,15 +146,18 @@ def _check_aligned(q_text, ad_text) -> None:
 
 
 def pair_batches(q_text, ad_text, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                 sort_by_length: bool = False, indices=None):
+                 sort_by_length: bool = False, indices=None, widths: tuple | None = None):
     """Yield ``(rows, (q_ids, q_mask), (ad_ids, ad_mask))``: the same pair rows from both sides, each side padded
     to its own longest member (``tokens.pad_rows``; trigram tensors for a :class:`TrigramText`).
 
     ``shuffle`` (seeded with ``seed``, as ``tokens.padded_batches``) for training; ``sort_by_length`` sorts by ad
     length, then query length (inference; the caller puts results back with ``rows``); ``indices`` restricts the
-    batches to those rows.
+    batches to those rows. ``widths=(query_width, ad_width)`` pads every batch to those fixed widths instead (the
+    plain baseline of the training-throughput comparison; word-piece sides only).
     """
     _check_aligned(q_text, ad_text)
+    q_text, ad_text = _padded(q_text), _padded(ad_text)
+    q_width, ad_width = (None, None) if widths is None else widths
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     order = np.arange(len(q_text)) if indices is None else np.asarray(indices)
@@ -123,7 +167,7 @@ def pair_batches(q_text, ad_text, batch_size: int, *, shuffle: bool = False, see
         order = order[np.lexsort((q_text.lengths()[order], ad_text.lengths()[order]))]
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        yield rows, _side_batch(q_text, rows), _side_batch(ad_text, rows)
+        yield rows, _side_batch(q_text, rows, q_width), _side_batch(ad_text, rows, ad_width)
 
 
 def _to(pair, device):
@@ -139,12 +183,14 @@ def _frozen_embeddings(student) -> set:
 
 
 def _train(student, q_text, ad_text, loss_of, *, epochs, lr, batch_size, warmup, weight_decay, seed, device, amp,
-           max_steps, freeze_embeddings, progress, desc) -> list:
+           max_steps, freeze_embeddings, progress, desc, widths=None) -> list:
     """The loop shared by both stages; ``loss_of(logits, rows)`` is the objective. Schedule as ``finetuning``."""
     _check_aligned(q_text, ad_text)
+    q_text, ad_text = _padded(q_text), _padded(ad_text)  # once, not once per epoch
 
     def batches(epoch):
-        for rows, q, ad in pair_batches(q_text, ad_text, batch_size, shuffle=True, seed=seed * 1000 + epoch):
+        for rows, q, ad in pair_batches(q_text, ad_text, batch_size, shuffle=True, seed=seed * 1000 + epoch,
+                                        widths=widths):
             yield rows, (*q, *ad)
 
     frozen = _frozen_embeddings(student) if freeze_embeddings else ()
@@ -214,6 +260,41 @@ def fine_tune_two_tower(student: nn.Module, q_text, ad_text, labels, *, teacher_
                   freeze_embeddings=freeze_embeddings, progress=progress, desc="fine-tune two-tower")
 
 
+def training_throughput(student: nn.Module, q_text, ad_text, teacher_logits, *, steps: int = 50,
+                        batch_size: int = 1024, device="cpu", amp: bool = False, widths: tuple | None = None,
+                        warmup_steps: int = 5, lr: float = 1e-4) -> dict:
+    """Training pairs per second of :func:`distil_two_tower`'s step (MSE to the teacher), measured on a copy.
+
+    ``amp`` and dynamic padding (``widths=None``) is the lesson's setting; ``amp=False, widths=(q, ad)`` the plain
+    float32 loop padded to fixed lengths it is compared with. ``warmup_steps`` untimed steps first (kernel
+    selection), then ``steps`` timed ones (CUDA-synchronised). ``student`` itself is not changed.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be positive, got {steps}")
+    teacher = _per_pair(teacher_logits, len(q_text), "teacher_logits")
+    device = torch.device(device)
+    copy_ = deepcopy(student)
+    times = []
+
+    def loss_of(logits, rows):
+        if len(times) == warmup_steps:
+            _sync(device)
+            times.append(time.perf_counter())
+        else:
+            times.append(None)
+        return relevance_kd_loss(logits, teacher[rows].to(logits.device), kind="mse")
+
+    epochs = -(-(warmup_steps + steps) * batch_size // max(1, len(q_text)))
+    _train(copy_, q_text, ad_text, loss_of, epochs=epochs, lr=lr, batch_size=batch_size, warmup=0.0,
+           weight_decay=0.0, seed=0, device=device, amp=amp, max_steps=warmup_steps + steps,
+           freeze_embeddings=False, progress=False, desc="throughput", widths=widths)
+    _sync(device)
+    seconds = time.perf_counter() - times[warmup_steps]
+    del copy_
+    return {"steps": steps, "pairs": steps * batch_size, "seconds": seconds,
+            "pairs_per_s": steps * batch_size / max(seconds, 1e-12)}
+
+
 # ----------------------------------------------------------------------------------------------- scoring
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -247,22 +328,9 @@ def score_two_tower(student: nn.Module, q_text, ad_text, *, batch_size: int = 51
     return out, {"pairs": len(out), "seconds": seconds, "pairs_per_s": len(out) / max(seconds, 1e-12)}
 
 
-def pair_index(queries: Sequence[str], ads: Sequence[str]):
-    """``(distinct_queries, distinct_ads, query_ids, ad_ids)`` of a list of pairs, for :func:`serve_with_cached_ads`.
-
-    Distinct values in order of first appearance; pair ``i`` is ``(distinct_queries[query_ids[i]],
-    distinct_ads[ad_ids[i]])``. ``ads`` are ``crossencoder.ad_text`` strings.
-    """
-    queries, ads = list(queries), list(ads)
-    if len(queries) != len(ads):
-        raise ValueError(f"{len(queries)} queries but {len(ads)} ads")
-    query_ids, distinct_queries = pd.factorize(pd.Series(queries, dtype=object), sort=False)
-    ad_ids, distinct_ads = pd.factorize(pd.Series(ads, dtype=object), sort=False)
-    return list(distinct_queries), list(distinct_ads), query_ids.astype(np.int64), ad_ids.astype(np.int64)
-
-
 def _encode_side(student, text, side: str, *, batch_size: int, device, amp: bool) -> torch.Tensor:
     """Vectors of every row of one side, in order, on ``device``: ``(len(text), D)``."""
+    text = _padded(text)
     order = np.argsort(text.lengths(), kind="stable")
     chunks, vectors = [], None
     for start in range(0, len(order), batch_size):
@@ -336,3 +404,105 @@ def serve_with_cached_ads(student: nn.Module, q_text, ad_text, query_ids, ad_ids
         "pairs_per_s": len(out) / max(online, 1e-12),
     }
     return out, stats
+
+
+def serve_grid(student: nn.Module, q_text, ad_text, *, batch_size: int = 512, device="cpu", amp: bool = False):
+    """Score every query of ``q_text`` against every ad of ``ad_text`` (distinct texts): ``(logits (Q, A), stats)``.
+
+    The widest serving workload: ads encoded once offline and cached, each query encoded once, then
+    ``student.score_grid`` (a matrix product for the cosine crossing, the folded residual network otherwise).
+    ``stats`` as :func:`serve_with_cached_ads` (``pairs = Q * A``; ``pairs_per_s`` over the online part).
+    """
+    device = torch.device(device)
+    if not hasattr(student, "score_grid"):
+        raise TypeError(f"{type(student).__name__} has no score_grid: use serve_with_cached_ads")
+    was_training = student.training
+    student.to(device).eval()
+    with torch.inference_mode():
+        _sync(device)
+        t0 = time.perf_counter()
+        ad_vecs = _encode_side(student, _padded(ad_text), "ad", batch_size=batch_size, device=device, amp=amp)
+        _sync(device)
+        t1 = time.perf_counter()
+        q_vecs = _encode_side(student, _padded(q_text), "query", batch_size=batch_size, device=device, amp=amp)
+        _sync(device)
+        t2 = time.perf_counter()
+        with autocast(device, amp):
+            logits = student.score_grid(q_vecs, ad_vecs)
+        _sync(device)
+        t3 = time.perf_counter()
+        out = logits.float().cpu().numpy()
+    student.train(was_training)
+    pairs = out.size
+    return out, {"pairs": pairs, "queries": len(q_text), "ads": len(ad_text), "ad_seconds": t1 - t0,
+                 "ads_per_s": len(ad_text) / max(t1 - t0, 1e-12),
+                 "cache_mb": ad_vecs.numel() * ad_vecs.element_size() / 2**20, "query_seconds": t2 - t1,
+                 "scoring_seconds": t3 - t2, "online_seconds": t3 - t1, "pairs_per_s": pairs / max(t3 - t1, 1e-12)}
+
+
+def _timed(fn, device) -> float:
+    _sync(device)
+    began = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - began
+
+
+def serving_latency(student: nn.Module, teacher: nn.Module, q_text, ad_text, pairs, query_ids, ad_ids, *,
+                    n_queries: int = 50, seed: int = 0, device="cpu", amp: bool = False, warmup: int = 3) -> dict:
+    """Per-request latency of the two ways to score one query's candidate ads, measured on the same requests.
+
+    A request is one distinct query with all its candidate pairs (the rows with that ``query_ids`` value).
+    ``q_text`` / ``ad_text`` hold the distinct queries and ads and ``query_ids`` / ``ad_ids`` index them per pair
+    (:func:`pair_index`); ``pairs`` is the cross-encoder's input for the same pairs (a ``crossencoder.PairMatrix``
+    or ``TokenizedText``, row ``i`` = pair ``i``). The ad vectors are computed once beforehand (offline, untimed);
+    then per request the two-tower model encodes the one query and crosses it with its cached ad vectors, and the
+    cross-encoder runs its full network on every candidate pair. ``n_queries`` requests drawn with ``seed``, after
+    ``warmup`` untimed ones. Returns ``{"two_tower_ms": {median, p95}, "cross_encoder_ms": {...}, "requests",
+    "mean_candidates"}``.
+    """
+    from .crossencoder import _as_matrix
+
+    device = torch.device(device)
+    q_index, a_index = np.asarray(query_ids), np.asarray(ad_ids)
+    matrix = _as_matrix(pairs)
+    if not len(q_index) == len(a_index) == len(matrix):
+        raise ValueError("query_ids, ad_ids and pairs must have one entry per pair")
+    groups = [rows for rows in pd.Series(np.arange(len(q_index))).groupby(q_index).indices.values()]
+    rng = np.random.default_rng(seed)
+    chosen = [groups[i] for i in rng.choice(len(groups), size=min(n_queries + warmup, len(groups)), replace=False)]
+    q_side, ad_side = _padded(q_text), _padded(ad_text)
+    modes = {m: m.training for m in (student, teacher)}
+    student.to(device).eval()
+    teacher.to(device).eval()
+    times = {"two_tower": [], "cross_encoder": []}
+    with torch.inference_mode():
+        ad_vecs = _encode_side(student, ad_side, "ad", batch_size=512, device=device, amp=amp)  # offline
+        for i, rows in enumerate(chosen):
+            q_ids, q_mask = _to(_side_batch(q_side, [int(q_index[rows[0]])]), device)
+            cand = torch.as_tensor(a_index[rows], device=device)
+
+            def two_tower():
+                with autocast(device, amp):
+                    student.score_vectors(student.encode(q_ids, q_mask, "query"), ad_vecs[cand]).float().cpu()
+
+            sub = matrix.subset(rows)
+            width = int(sub.n_tokens.max())
+            ids = torch.as_tensor(sub.ids[:, :width], dtype=torch.long, device=device)
+            mask = (torch.arange(width, device=device)[None, :]
+                    < torch.as_tensor(sub.n_tokens, device=device)[:, None]).long()
+
+            def cross_encoder():
+                with autocast(device, amp):
+                    teacher(ids, mask).float().cpu()
+
+            for name, fn in (("two_tower", two_tower), ("cross_encoder", cross_encoder)):
+                seconds = _timed(fn, device)
+                if i >= warmup:
+                    times[name].append(seconds)
+    for model, mode in modes.items():
+        model.train(mode)
+    summary = {name: {"median": 1000 * float(np.median(t)), "p95": 1000 * float(np.percentile(t, 95))}
+               for name, t in times.items()}
+    return {"two_tower_ms": summary["two_tower"], "cross_encoder_ms": summary["cross_encoder"],
+            "requests": len(times["two_tower"]), "mean_candidates": float(np.mean([len(r) for r in chosen[warmup:]]))}

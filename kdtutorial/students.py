@@ -15,7 +15,7 @@ import copy
 
 from torch import nn
 
-__all__ = ["DISTILBERT_RELEASE_LAYERS", "every_other_layer", "student_config", "copy_layers_student",
+__all__ = ["DISTILBERT_RELEASE_LAYERS", "every_other_layer", "student_config", "copy_layers_student", "copy_layers_encoder",
            "random_student", "encoder_layers", "count_parameters"]
 
 DISTILBERT_RELEASE_LAYERS = (0, 2, 4, 7, 9, 11)
@@ -88,6 +88,26 @@ def copy_layers_student(teacher, layers=None):
             raise KeyError(f"student weight {key} has no counterpart {source} in the teacher")
         new_state[key] = teacher_state[source].detach().clone()
     student.load_state_dict(new_state)
+    student.teacher_layers = list(layers)
+    return student
+
+
+def copy_layers_encoder(encoder: nn.Module, layers) -> nn.Module:
+    """A deep copy of a BERT-family ``encoder`` that keeps only the transformer layers ``layers``, in that order.
+
+    Works on any module :func:`encoder_layers` understands, with or without a head or pooler, e.g. the fine-tuned
+    encoder inside lesson 06's cross-encoder, from which the two-tower students start. The config's
+    ``num_hidden_layers`` follows; the original is untouched.
+    """
+    layers = _check_layers(layers, len(encoder_layers(encoder)))
+    student = copy.deepcopy(encoder)
+    base = getattr(student, "base_model", student)
+    base.encoder.layer = nn.ModuleList([copy.deepcopy(encoder_layers(encoder)[i]) for i in layers])
+    for i, layer in enumerate(base.encoder.layer):  # attention modules that record their index (cache lookups)
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = i
+    student.config.num_hidden_layers = len(layers)
     student.teacher_layers = list(layers)
     return student
 

@@ -25,6 +25,7 @@ global state: every function takes what it needs and never touches the global ra
 from __future__ import annotations
 
 import csv
+import re
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -473,18 +474,75 @@ def _sample_pair_ids(total: int, observed: np.ndarray, n: int, rng: np.random.Ge
     return chosen[:n]
 
 
-def transfer_pairs(split_data, n: int, seed: int, *, exclude_observed: bool = True) -> datasets.Dataset:
-    """An unlabelled transfer set of ``n`` query-ad pairs for distillation, as a Dataset with columns
-    ``query``, ``title``, ``description``.
+TRANSFER_CANDIDATES = ("random", "overlap")
 
-    The distinct queries of ``split_data`` (a :class:`QadsmSplit` or a Dataset with those columns)
-    are re-paired with its distinct ads (``(title, description)`` tuples): ``n`` different pairs are
-    drawn uniformly from all such combinations with ``numpy.random.default_rng(seed)``, leaving out,
-    when ``exclude_observed``, the pairs that occur in ``split_data`` (only re-paired pairs come back,
-    no original ones). To also keep pairs of other splits out (e.g. test), pass their union. The
-    result depends only on the data, ``n`` and ``seed``; n = 1,000,000 takes about a second.
-    Raises ``ValueError`` when ``n`` is negative or exceeds the number of possible pairs.
+
+def _words(text: str) -> set:
+    return {w for w in re.findall(r"\w+", str(text).lower()) if len(w) >= 3}
+
+
+def overlap_pair_ids(queries, titles, descriptions, max_ad_share: float = 0.2) -> np.ndarray:
+    """Sorted pair ids ``q * n_ads + a`` of every (distinct query, distinct ad) sharing a word.
+
+    A word is a run of letters or digits of at least 3 characters, lower-cased; words found in more than
+    ``max_ad_share`` of the ads ("kaufen", "online") match too much to count. This is the crudest retrieval
+    stage of an ads system: the candidates a relevance model is actually asked about share words with the query.
     """
+    index: dict = {}
+    for a, (title, description) in enumerate(zip(titles, descriptions)):
+        for w in _words(f"{title} {description}"):
+            index.setdefault(w, []).append(a)
+    common = max_ad_share * len(titles)
+    n_ads = len(titles)
+    chunks = []
+    for q, query in enumerate(queries):
+        hits = [index[w] for w in _words(query) if w in index and len(index[w]) <= common]
+        if hits:
+            chunks.append(q * n_ads + np.unique(np.concatenate([np.asarray(h, dtype=np.int64) for h in hits])))
+    return np.unique(np.concatenate(chunks)) if chunks else np.empty(0, np.int64)
+
+
+@dataclass
+class TransferIndex:
+    """A transfer set as indices: pair ``i`` is ``(queries[query_ids[i]], ad i = titles/descriptions[ad_ids[i]])``.
+
+    ``overlap[i]`` says whether the pair shares a word (:func:`overlap_pair_ids`). :meth:`ads` gives the distinct
+    ads as ``"title description"`` strings, the form teacher and student read. Building a million pair strings
+    is what takes time (tens of seconds); the lesson's tokenisers take the indices instead.
+    """
+
+    queries: list
+    titles: list
+    descriptions: list
+    query_ids: np.ndarray
+    ad_ids: np.ndarray
+    overlap: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.query_ids)
+
+    def ads(self) -> list:
+        from .crossencoder import ad_text  # the one definition of the ad string
+
+        return ad_text(self.titles, self.descriptions)
+
+
+def transfer_index(split_data, n: int, seed: int, *, exclude_observed: bool = True,
+                   candidates: str = "random") -> TransferIndex:
+    """``n`` different unlabelled query-ad pairs re-paired from ``split_data``, as a :class:`TransferIndex`.
+
+    The distinct queries of ``split_data`` (a :class:`QadsmSplit` or a Dataset with ``query``, ``title``,
+    ``description``) are re-paired with its distinct ads. ``candidates="random"``: ``n`` pairs drawn uniformly
+    from all combinations. ``"overlap"``: first the pairs that share a word (:func:`overlap_pair_ids`, a sample
+    of them when there are more than ``n``), topped up with uniform random pairs; a query re-paired with a random
+    ad is almost always irrelevant, while real traffic (and the labelled data) mixes relevant and irrelevant ads,
+    so this is closer to the distribution the student is tested on. With ``exclude_observed`` the pairs that
+    occur in ``split_data`` are left out (pass the union of splits to keep others out too). The pairs come in a
+    seeded random order (``numpy.random.default_rng(seed)``), so any prefix is a smaller transfer set of the same
+    mix; the result depends only on the data and the arguments. Raises ``ValueError`` when ``n`` is negative or
+    exceeds the number of possible pairs, or for an unknown ``candidates``.
+    """
+    _check_choice("candidates", candidates, TRANSFER_CANDIDATES)
     data = _as_dataset(split_data)
     q_codes, a_codes, queries, titles, descriptions = _pair_codes(data)
     n_ads = len(titles)
@@ -497,12 +555,35 @@ def transfer_pairs(split_data, n: int, seed: int, *, exclude_observed: bool = Tr
             f"n must be between 0 and {available:,}: there are {len(queries):,} distinct queries x "
             f"{n_ads:,} distinct ads = {total:,} pairs{excluded}; got n={n:,}"
         )
-    ids = _sample_pair_ids(total, observed, int(n), np.random.default_rng(seed))
-    q_idx, a_idx = pa.array(ids // n_ads), pa.array(ids % n_ads)
+    rng = np.random.default_rng(seed)
+    chosen = np.empty(0, np.int64)
+    if candidates == "overlap":
+        chosen = _drop_members(overlap_pair_ids(queries, titles, descriptions), observed)
+        if len(chosen) > n:
+            chosen = rng.choice(chosen, size=n, replace=False)
+    rest = _sample_pair_ids(total, np.union1d(observed, chosen), int(n) - len(chosen), rng)
+    is_overlap = np.concatenate([np.ones(len(chosen), bool), np.zeros(len(rest), bool)])
+    ids = np.concatenate([chosen, rest])
+    order = rng.permutation(len(ids)) if candidates == "overlap" else np.arange(len(ids))
+    ids, is_overlap = ids[order], is_overlap[order]
+    if candidates == "random" and len(ids):  # say which random pairs happen to share a word
+        is_overlap = np.isin(ids, overlap_pair_ids(queries, titles, descriptions))
+    return TransferIndex(list(queries), list(titles), list(descriptions), ids // n_ads, ids % n_ads, is_overlap)
+
+
+def transfer_pairs(split_data, n: int, seed: int, *, exclude_observed: bool = True,
+                   candidates: str = "random") -> datasets.Dataset:
+    """The pairs of :func:`transfer_index` as a Dataset with columns ``query``, ``title``, ``description``.
+
+    Same arguments and pairs, in the same order. For a million pairs prefer :func:`transfer_index` and the
+    index-taking tokenisers (``crossencoder.pair_matrix``, ``rankers.tokenize_sides``).
+    """
+    index = transfer_index(split_data, n, seed, exclude_observed=exclude_observed, candidates=candidates)
+    q_idx, a_idx = pa.array(index.query_ids), pa.array(index.ad_ids)
     table = pa.table({  # built in arrow: encoding a million python strings per column is slow
-        "query": _strings(queries).take(q_idx),
-        "title": _strings(titles).take(a_idx),
-        "description": _strings(descriptions).take(a_idx),
+        "query": _strings(np.asarray(index.queries, dtype=object)).take(q_idx),
+        "title": _strings(np.asarray(index.titles, dtype=object)).take(a_idx),
+        "description": _strings(np.asarray(index.descriptions, dtype=object)).take(a_idx),
     })
     return datasets.Dataset(InMemoryTable(table))
 

@@ -68,6 +68,12 @@ class CosineCrossing(nn.Module):
         cos = F.cosine_similarity(q_vec, ad_vec, dim=-1, eps=1e-8).clamp(-1.0, 1.0)
         return self.scale * cos + self.bias
 
+    def grid(self, q_vecs: torch.Tensor, ad_vecs: torch.Tensor) -> torch.Tensor:
+        """Logits of every query against every ad, ``(Q, A)``: one matrix product of the unit vectors."""
+        q = q_vecs / q_vecs.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        a = ad_vecs / ad_vecs.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        return self.scale * (q @ a.T).clamp(-1.0, 1.0) + self.bias
+
 
 class ResidualCrossing(nn.Module):
     """TwinBERT_res: a small residual network over the pair's features, then a logistic-regression layer.
@@ -96,6 +102,31 @@ class ResidualCrossing(nn.Module):
         x = self.features(q_vec, ad_vec)
         y = x + self.up(F.relu(self.down(x)))
         return self.out(y).squeeze(-1)
+
+    def grid(self, q_vecs: torch.Tensor, ad_vecs: torch.Tensor, query_chunk: int = 16) -> torch.Tensor:
+        """The same logits for every query against every ad, ``(Q, A)``, with the work per pair cut down.
+
+        Because ``out`` is linear, ``out(x + up(r)) = w.x + (w W_up).r + (w.b_up + c)``: the up-projection folds
+        into one vector and is never applied. The parts of ``w.x`` and of ``down(x)`` that depend on the query
+        alone or the ad alone are computed once per query and once per ad; only the ``q * ad`` and ``|q - ad|``
+        features cost a ``D x hidden`` product per pair. Pinned against ``forward`` by the tests.
+        """
+        d = q_vecs.shape[-1]
+        w_q, w_a, w_m, w_d = self.down.weight.split(d, dim=1)  # (hidden, D) each
+        o_q, o_a, o_m, o_d = self.out.weight[0].split(d)
+        fold = self.out.weight[0] @ self.up.weight  # (hidden,)
+        const = self.out.weight[0] @ self.up.bias + self.out.bias[0]
+        q_lin, a_lin = q_vecs @ w_q.T + self.down.bias, ad_vecs @ w_a.T  # (Q, hidden), (A, hidden)
+        q_out, a_out = q_vecs @ o_q, ad_vecs @ o_a  # (Q,), (A,)
+        rows = []
+        for start in range(0, q_vecs.shape[0], query_chunk):
+            q = q_vecs[start : start + query_chunk]  # (c, D)
+            prod = q[:, None, :] * ad_vecs[None, :, :]  # (c, A, D)
+            diff = (q[:, None, :] - ad_vecs[None, :, :]).abs()
+            h = q_lin[start : start + query_chunk, None, :] + a_lin[None] + prod @ w_m.T + diff @ w_d.T
+            linear = (q_out[start : start + query_chunk, None] + a_out[None] + prod @ o_m + diff @ o_d)
+            rows.append(linear + F.relu(h) @ fold + const)
+        return torch.cat(rows)
 
 
 # -------------------------------------------------------------------------------------------- TwinBERT
@@ -159,6 +190,11 @@ class TwinBERT(nn.Module):
     def score_vectors(self, q_vec: torch.Tensor, ad_vec: torch.Tensor) -> torch.Tensor:
         """Logits from (possibly cached) vectors; the batch dimensions broadcast."""
         return self.crossing(q_vec, ad_vec)
+
+    def score_grid(self, q_vecs: torch.Tensor, ad_vecs: torch.Tensor) -> torch.Tensor:
+        """Logits of every query ``(Q, D)`` against every cached ad ``(A, D)``: ``(Q, A)``, equal to
+        ``score_vectors(q_vecs[:, None], ad_vecs[None])`` but computed the cheap way for each crossing."""
+        return self.crossing.grid(q_vecs, ad_vecs)
 
     def forward(self, q_ids, q_mask, ad_ids, ad_mask) -> torch.Tensor:
         """Relevance logits ``(B,)`` of the pairs (query ``i``, ad ``i``)."""
@@ -307,6 +343,11 @@ class CDSSM(nn.Module):
     def score_vectors(self, q_vec: torch.Tensor, ad_vec: torch.Tensor) -> torch.Tensor:
         """Logits from (possibly cached) vectors; the batch dimensions broadcast."""
         return self.crossing(q_vec, ad_vec)
+
+    def score_grid(self, q_vecs: torch.Tensor, ad_vecs: torch.Tensor) -> torch.Tensor:
+        """Logits of every query ``(Q, D)`` against every cached ad ``(A, D)``: ``(Q, A)``, equal to
+        ``score_vectors(q_vecs[:, None], ad_vecs[None])`` but computed the cheap way for each crossing."""
+        return self.crossing.grid(q_vecs, ad_vecs)
 
     def forward(self, q_ids, q_mask, ad_ids, ad_mask) -> torch.Tensor:
         """Relevance logits ``(B,)`` of the pairs (query ``i``, ad ``i``)."""

@@ -100,15 +100,59 @@ def test_cross_encoder_logits_and_segment_ids(tok):
         ce.CrossEncoder(tiny_bert(len(tok)), pooling="max")
 
 
+def test_longest_first_is_the_tokenizers_rule(tok):
+    """Against the tokenizer itself on random lengths, both sides non-empty, every budget from 2 to 37."""
+    rng = np.random.default_rng(0)
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+    for _ in range(400):
+        la, lb, max_length = int(rng.integers(1, 40)), int(rng.integers(1, 40)), int(rng.integers(5, 40))
+        a, b = " ".join(rng.choice(words, la)), " ".join(rng.choice(words, lb))
+        ids = tok(a, b, truncation="longest_first", max_length=max_length)["input_ids"]
+        sep = ids.index(tok.sep_token_id)
+        keep_a, keep_b = ce.longest_first([len(pieces(tok, a))], [len(pieces(tok, b))], max_length - 3)
+        assert (int(keep_a[0]), int(keep_b[0])) == (sep - 1, len(ids) - sep - 2)
+
+
+def test_pair_matrix_equals_tokenize_pairs(tok):
+    rng = np.random.default_rng(1)
+    queries = [QUERIES[i] for i in rng.integers(0, 5, 60)] + ["flights [SEP] paris", "x " * 40]
+    ads = [ADS[i] for i in rng.integers(0, 5, 60)] + ["ad [CLS]", "y " * 40]
+    for max_length in (5, 12, 24, 64):
+        slow = ce.tokenize_pairs(tok, queries, ads, max_length=max_length)
+        fast = ce.pair_matrix(tok, queries, ads, max_length=max_length, chunk=7)
+        assert fast.ids.dtype == np.int32 and len(fast) == len(slow)
+        np.testing.assert_array_equal(fast.lengths(), slow.lengths())
+        assert fast.ids.shape[1] == slow.lengths().max()
+        for row, ids in enumerate(slow.ids):
+            assert fast.ids[row, : len(ids)].tolist() == ids
+            assert (fast.ids[row, len(ids):] == tok.pad_token_id).all()
+        assert ce.PairMatrix.from_text(slow).ids.tolist() == fast.ids.tolist()
+    assert len(fast.subset([3, 1])) == 2 and fast.subset([3, 1]).ids[0].tolist() == fast.ids[3].tolist()
+    with pytest.raises(ValueError):
+        ce.pair_matrix(tok, queries, ads, max_length=4)
+
+
+def test_pair_index_round_trips():
+    queries = ["a", "b", "a", "c", "b"]
+    ads = ["x", "x", "y", "z", "y"]
+    distinct_q, distinct_a, qi, ai = ce.pair_index(queries, ads)
+    assert distinct_q == ["a", "b", "c"] and distinct_a == ["x", "y", "z"]
+    assert [distinct_q[i] for i in qi] == queries and [distinct_a[i] for i in ai] == ads
+    with pytest.raises(ValueError):
+        ce.pair_index(queries, ads[:2])
+
+
 def test_score_pairs_keeps_the_order_and_equals_the_padded_fp32_baseline(tok):
     rng = np.random.default_rng(0)
     queries = [QUERIES[i] for i in rng.integers(0, 5, 37)]
     ads = [" ".join(ADS[i].split()[: rng.integers(1, 15)]) for i in rng.integers(0, 5, 37)]
     text = ce.tokenize_pairs(tok, queries, ads, max_length=24)
     model = ce.CrossEncoder(tiny_bert(len(tok))).train()
-    fast, stats = ce.score_pairs(model, text, batch_size=8)
+    fast, stats = ce.score_pairs(model, text, batch_size=8, warmup=True)
     assert model.training  # mode restored
-    plain, plain_stats = ce.score_pairs_padded_fp32(model, text, max_length=24, batch_size=8)
+    from_matrix, _ = ce.score_pairs(model, ce.pair_matrix(tok, queries, ads, max_length=24), batch_size=8)
+    np.testing.assert_array_equal(fast, from_matrix)
+    plain, plain_stats = ce.score_pairs_padded(model, text, max_length=24, batch_size=8)
     assert fast.dtype == plain.dtype == np.float32 and fast.shape == (37,)
     np.testing.assert_allclose(fast, plain, atol=1e-5, rtol=0)
     model.eval()
@@ -120,7 +164,7 @@ def test_score_pairs_keeps_the_order_and_equals_the_padded_fp32_baseline(tok):
         assert s["seconds"] > 0 and s["pairs_per_s"] > 0 and s["batches"] == 5
     assert 0 <= stats["padding"] < plain_stats["padding"] < 1  # bucketing computes less padding
     with pytest.raises(ValueError):
-        ce.score_pairs_padded_fp32(model, text, max_length=10, batch_size=8)
+        ce.score_pairs_padded(model, text, max_length=10, batch_size=8)
 
 
 def test_fine_tuning_learns_a_separable_task(tok):
@@ -144,3 +188,11 @@ def test_fine_tuning_learns_a_separable_task(tok):
     assert len(short) == 3
     with pytest.raises(ValueError):
         ce.fine_tune_cross_encoder(model, text, labels[:10], epochs=1, progress=False)
+
+
+def test_no_mask_means_no_padding(tok):
+    text = ce.tokenize_pairs(tok, QUERIES[:1] * 3, ADS[:1] * 3, max_length=24)
+    ids = torch.tensor(text.ids)
+    model = ce.CrossEncoder(tiny_bert(len(tok)), pooling="mean").eval()
+    with torch.no_grad():
+        assert torch.allclose(model(ids, None), model(ids, torch.ones_like(ids)), atol=1e-6)

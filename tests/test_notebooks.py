@@ -30,8 +30,10 @@ SMALL = {
                                        FINETUNE_SENTENCES=32, STUDENT_LAYERS=[0, 5], T=4.0, SEED=1),
     "04_annealing_kd.ipynb": dict(N_SEEDS=2, TEACHER_EPOCHS=2, TAU_MAX=2, EPOCHS_PER_STEP=1, STAGE2_EPOCHS=1,
                                   GAP_TEACHERS=["mlp-small"], TEACHER="mlp-medium", TA="mlp-small", SEED=1),
+    "06_qadsm_two_tower.ipynb": dict(N_SEEDS=2, TRAIN_PAIRS=64, TEST_PAIRS=256, TRANSFER_PAIRS=128, STUDENT_LAYERS=[1],
+                                     KD_LOSS="bce", KD_TEMPERATURE=2.0, CANDIDATES="random", BATCH_SIZE=8, SEED=1),
 }
-QUICK_DATASET = {"03_distilbert_losses.ipynb": "sst2"}  # the data set each quick run reports (default: digits)
+QUICK_DATASET = {"03_distilbert_losses.ipynb": "sst2", "06_qadsm_two_tower.ipynb": "qadsm-de"}  # the data set each quick run reports (default: digits)
 BAD = {
     "01_soft_targets.ipynb": ("N_SEEDS", 0, "N_SEEDS = 0 is not allowed: expected an integer from 1 to 50"),
     "02_label_smoothing.ipynb": ("DATASET", "cifar10",
@@ -39,6 +41,8 @@ BAD = {
     "03_distilbert_losses.ipynb": ("STUDENT_LAYERS", [0, 9],
                                    "STUDENT_LAYERS = [0, 9] is not allowed: the teacher has layers 0 to 5"),
     "04_annealing_kd.ipynb": ("TAU_MAX", 0, "TAU_MAX = 0 is not allowed: expected an integer from 1 to 100"),
+    "06_qadsm_two_tower.ipynb": ("CANDIDATES", "bm25",
+                                 "CANDIDATES = 'bm25' is not allowed: expected one of 'overlap', 'random'"),
 }
 
 

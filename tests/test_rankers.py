@@ -58,6 +58,14 @@ def test_pair_batches_select_the_same_rows_on_both_sides(tok):
         assert q_mask.shape[1] == q_text.lengths()[rows].max() and ad_mask.shape[1] == ad_text.lengths()[rows].max()
         seen.extend(rows.tolist())
     assert sorted(seen) == list(range(23)) and seen != list(range(23))
+    for rows, (q_ids, q_mask), (ad_ids, ad_mask) in rankers.pair_batches(q_text, ad_text, 5, widths=(8, 16)):
+        assert q_ids.shape == q_mask.shape == (len(rows), 8) and ad_ids.shape == (len(rows), 16)
+        plain = tokens.pad_rows(ad_text, rows)
+        width = plain["input_ids"].shape[1]
+        assert torch.equal(ad_ids[:, :width], plain["input_ids"]) and (ad_ids[:, width:] == tok.pad_token_id).all()
+        assert torch.equal(ad_mask.sum(1), plain["attention_mask"].sum(1))
+    with pytest.raises(ValueError):
+        next(rankers.pair_batches(q_text, ad_text, 5, widths=(2, 16)))
     rows = np.concatenate([r for r, _, _ in rankers.pair_batches(q_text, ad_text, 5, sort_by_length=True)])
     assert np.all(np.diff(ad_text.lengths()[rows]) >= 0)
     q_tri, ad_tri = rankers.trigram_sides(CDSSM(n_buckets=512), queries, ads)
@@ -133,13 +141,6 @@ def test_score_two_tower_keeps_the_original_order(tok):
     assert stats["pairs"] == 19 and stats["seconds"] > 0 and stats["pairs_per_s"] > 0
 
 
-def test_pair_index_round_trips():
-    queries, ads = ["a", "b", "a", "c"], ["x", "x", "y", "x"]
-    distinct_q, distinct_a, qi, ai = rankers.pair_index(queries, ads)
-    assert distinct_q == ["a", "b", "c"] and distinct_a == ["x", "y"]
-    assert [distinct_q[i] for i in qi] == queries and [distinct_a[i] for i in ai] == ads
-
-
 @pytest.mark.parametrize("crossing", ["cos", "res"])
 def test_cached_ad_serving_equals_direct_scoring(tok, crossing):
     rng = np.random.default_rng(6)
@@ -174,3 +175,56 @@ def test_cached_ad_serving_of_a_cdssm():
     served, _ = rankers.serve_with_cached_ads(student, q_text, ad_text, qi, ai)
     pairs_q, pairs_a = rankers.trigram_sides(student, queries[:4] * 3, ads)
     np.testing.assert_allclose(served, rankers.score_two_tower(student, pairs_q, pairs_a), atol=1e-5, rtol=0)
+
+
+def test_training_throughput_measures_a_copy(tok):
+    queries, ads, _, teacher = toy_pairs(16, seed=8)
+    q_text, ad_text = rankers.tokenize_sides(tok, queries, ads, 8, 16)
+    student = TwinBERT(tiny_bert(len(tok)), crossing="res")
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    for widths in (None, (8, 16)):
+        stats = rankers.training_throughput(student, q_text, ad_text, teacher, steps=3, batch_size=8, widths=widths,
+                                            warmup_steps=1)
+        assert stats["steps"] == 3 and stats["pairs"] == 24 and stats["seconds"] > 0 and stats["pairs_per_s"] > 0
+    assert all(torch.equal(v, student.state_dict()[k]) for k, v in before.items())
+    with pytest.raises(ValueError):
+        rankers.training_throughput(student, q_text, ad_text, teacher, steps=0)
+
+
+def test_serving_latency_times_both_ways(tok):
+    from kdtutorial import crossencoder as ce
+
+    queries, ads, _, _ = toy_pairs(12, seed=9)
+    pair_q, pair_a = queries[:3] * 4, ads
+    distinct_q, distinct_a, qi, ai = rankers.pair_index(pair_q, pair_a)
+    q_text, _ = rankers.tokenize_sides(tok, distinct_q, distinct_q, 8, 8)
+    _, ad_text = rankers.tokenize_sides(tok, distinct_a, distinct_a, 16, 16)
+    student = TwinBERT(tiny_bert(len(tok)), crossing="res").train()
+    teacher = ce.CrossEncoder(tiny_bert(len(tok), seed=1))
+    pairs = ce.pair_matrix(tok, pair_q, pair_a, 24)
+    out = rankers.serving_latency(student, teacher, q_text, ad_text, pairs, qi, ai, n_queries=2, warmup=1)
+    assert out["requests"] == 2 and out["mean_candidates"] == 4
+    for key in ("two_tower_ms", "cross_encoder_ms"):
+        assert 0 < out[key]["median"] <= out[key]["p95"]
+    assert student.training and teacher.training  # modes restored
+    with pytest.raises(ValueError):
+        rankers.serving_latency(student, teacher, q_text, ad_text, pairs, qi[:5], ai, n_queries=2)
+
+
+@pytest.mark.parametrize("crossing", ["cos", "res"])
+def test_serve_grid_equals_direct_scoring(tok, crossing):
+    queries, ads, _, _ = toy_pairs(6, seed=10)
+    q_text, _ = rankers.tokenize_sides(tok, queries[:4], queries[:4], 8, 8)
+    _, ad_text = rankers.tokenize_sides(tok, ads, ads, 16, 16)
+    student = TwinBERT(tiny_bert(len(tok)), crossing=crossing).eval()
+    grid, stats = rankers.serve_grid(student, q_text, ad_text, batch_size=3)
+    qi, ai = np.repeat(np.arange(4), 6), np.tile(np.arange(6), 4)
+    direct = rankers.score_two_tower(student, q_text.subset(qi), ad_text.subset(ai))
+    np.testing.assert_allclose(grid.reshape(-1), direct, atol=1e-5, rtol=0)
+    assert stats["pairs"] == 24 and stats["pairs_per_s"] > 0
+    cdssm = CDSSM(n_buckets=64).eval()  # C-DSSM's cosine crossing has the grid too
+    grid, _ = rankers.serve_grid(cdssm, *rankers.trigram_sides(cdssm, queries[:4], ads[:4]))
+    np.testing.assert_allclose(np.diag(grid), rankers.score_two_tower(cdssm, *rankers.trigram_sides(cdssm, queries[:4], ads[:4])),
+                               atol=1e-5, rtol=0)
+    with pytest.raises(TypeError):
+        rankers.serve_grid(torch.nn.Linear(2, 2), q_text, ad_text)

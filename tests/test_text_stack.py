@@ -901,3 +901,22 @@ def test_throughput_reports_each_model():
     speeds = finetuning.throughput(models, text, batch_size=8, rounds=2, warmup_batches=1)
     assert set(speeds) == set(models)
     assert all(math.isfinite(v) and v > 0 for v in speeds.values())
+
+
+def test_copy_layers_encoder_equals_the_masked_lm_student_on_a_bare_encoder():
+    """The bare encoder inside a model (no head, no pooler) gets the same layers as copy_layers_student."""
+    teacher = tiny_teacher().eval()
+    before = state_copy(teacher)
+    encoder = students.copy_layers_encoder(teacher.base_model, [4, 1]).eval()
+    reference = students.copy_layers_student(teacher, [4, 1]).eval()
+    assert encoder.config.num_hidden_layers == 2 and encoder.teacher_layers == [4, 1]
+    assert teacher.config.num_hidden_layers == 6 and len(students.encoder_layers(teacher)) == 6
+    ids = torch.tensor([[CLS, 7, 8, 9, SEP]])
+    with torch.no_grad():
+        assert torch.equal(encoder(input_ids=ids).last_hidden_state,
+                           reference.base_model(input_ids=ids).last_hidden_state)
+        for p in encoder.parameters():
+            p.add_(1.0)
+    assert same_state(state_copy(teacher), before)
+    with pytest.raises(ValueError):
+        students.copy_layers_encoder(teacher.base_model, [6])

@@ -28,6 +28,8 @@ from kdtutorial.textdata import (
     sst2_hub_split_indices,
     sst2_sample,
     transfer_pairs,
+    transfer_index,
+    overlap_pair_ids,
 )
 
 
@@ -468,3 +470,46 @@ def test_transfer_pairs_on_real_train():
     assert len(set(as_tuples(pairs))) == 5000
     assert not set(as_tuples(split.data)) & set(as_tuples(pairs))
     assert set(pairs["query"]) <= set(split.data["query"])
+
+
+def words_data() -> datasets.Dataset:
+    """6 queries, 6 ads; query i and ad i share the word ``word{i}``; ads 0-5 all say ``online`` (a common word)."""
+    rows = [(i, i) for i in range(6)]
+    return datasets.Dataset.from_dict({
+        "query": [f"word{q} and more" for q, _ in rows] + ["word1 word2"],
+        "title": [f"Ad{a} word{a}" for _, a in rows] + ["Ad9 word9"],
+        "description": ["buy online" for _ in rows] + ["buy online"],
+        "label": [1] * 7})
+
+
+def test_overlap_pair_ids_share_a_rare_word():
+    ds = words_data()
+    queries = list(dict.fromkeys(ds["query"]))
+    ads = list(dict.fromkeys(zip(ds["title"], ds["description"])))
+    ids = overlap_pair_ids(queries, [t for t, _ in ads], [d for _, d in ads])
+    pairs = {(int(i) // len(ads), int(i) % len(ads)) for i in ids}
+    # "and", "more", "buy", "online" are in more than 20% of the texts or too short: only wordN matches
+    assert pairs == {(i, i) for i in range(6)} | {(6, 1), (6, 2)}
+    assert np.all(np.diff(ids) > 0)
+
+
+def test_transfer_index_overlap_candidates_first_then_random():
+    ds = words_data()
+    index = transfer_index(ds, 20, seed=0, candidates="overlap")
+    pairs = list(zip(index.query_ids.tolist(), index.ad_ids.tolist()))
+    assert len(set(pairs)) == 20
+    # the observed pairs (i, i) and (6, 6) are excluded, so the overlap candidates left are (6, 1) and (6, 2)
+    assert {p for p, o in zip(pairs, index.overlap) if o} == {(6, 1), (6, 2)}
+    assert not {(i, i) for i in range(7)} & set(pairs)
+    assert index.ads()[1] == "Ad1 word1 buy online" and len(index) == 20
+    again = transfer_index(ds, 20, seed=0, candidates="overlap")
+    assert np.array_equal(again.query_ids, index.query_ids) and np.array_equal(again.ad_ids, index.ad_ids)
+    one = transfer_index(ds, 1, seed=0, candidates="overlap")  # fewer wanted than candidates: a sample of them
+    assert one.overlap.tolist() == [True]
+    random = transfer_index(ds, 20, seed=0)
+    assert random.overlap.sum() == sum((q, a) in {(6, 1), (6, 2)} for q, a in zip(random.query_ids, random.ad_ids))
+    as_dataset = transfer_pairs(ds, 20, seed=0, candidates="overlap")
+    assert as_tuples(as_dataset)[0] == (index.queries[pairs[0][0]], index.titles[pairs[0][1]],
+                                        index.descriptions[pairs[0][1]])
+    with pytest.raises(ValueError, match="candidates"):
+        transfer_index(ds, 5, seed=0, candidates="bm25")

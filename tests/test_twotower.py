@@ -253,3 +253,16 @@ def test_cdssm_refuses_ids_from_a_bigger_hash_space():
         CDSSM(n_buckets=64, window=2)
     with pytest.raises(ValueError, match="side"):
         model.encode(*model.tokenize(QUERIES), side="doc")
+
+
+@pytest.mark.parametrize("crossing", ["cos", "res"])
+def test_score_grid_equals_every_pair(crossing):
+    torch.manual_seed(0)
+    crossing_layer = CosineCrossing() if crossing == "cos" else ResidualCrossing(8, hidden=5)
+    with torch.no_grad():
+        for p in crossing_layer.parameters():
+            p.normal_()
+    q, a = torch.randn(7, 8), torch.randn(11, 8)
+    grid = crossing_layer.grid(q, a) if crossing == "cos" else crossing_layer.grid(q, a, query_chunk=3)
+    assert grid.shape == (7, 11)
+    torch.testing.assert_close(grid, crossing_layer(q[:, None], a[None]), rtol=1e-10, atol=1e-10)
