@@ -31,8 +31,16 @@ class SentenceClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size, n_classes)
 
-    def forward(self, input_ids, attention_mask):
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None):
+        """Logits ``[batch, classes]`` from ``input_ids`` or, instead, ready-made word vectors ``inputs_embeds``
+        ``[batch, seq, hidden]`` (the encoder adds position embeddings and LayerNorm as usual), as MATE-KD feeds
+        a generator's token distributions mixed into the embedding table. ``attention_mask`` is required."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if attention_mask is None:
+            raise ValueError("attention_mask is required: mean pooling averages over the real tokens it marks")
+        tokens = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
+        hidden = self.encoder(**tokens, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
         return self.head(self.dropout(pooled))

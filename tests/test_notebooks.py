@@ -30,10 +30,14 @@ SMALL = {
                                        FINETUNE_SENTENCES=32, STUDENT_LAYERS=[0, 5], T=4.0, SEED=1),
     "04_annealing_kd.ipynb": dict(N_SEEDS=2, TEACHER_EPOCHS=2, TAU_MAX=2, EPOCHS_PER_STEP=1, STAGE2_EPOCHS=1,
                                   GAP_TEACHERS=["mlp-small"], TEACHER="mlp-medium", TA="mlp-small", SEED=1),
+    "05_mate_kd.ipynb": dict(N_SEEDS=2, BATCH_SIZE=8, TEACHER_SENTENCES=48, STUDENT_SENTENCES=24, HEAD_SENTENCES=48,
+                             HEAD_EPOCHS=1, N_GEN=1, N_STUDENT=2, FORM="release", SWEEP=True, SWEEP_N_GEN=[2],
+                             STUDENT_LAYERS=[1], SEED=2),
     "06_qadsm_two_tower.ipynb": dict(N_SEEDS=2, TRAIN_PAIRS=64, TEST_PAIRS=256, TRANSFER_PAIRS=128, STUDENT_LAYERS=[1],
                                      KD_LOSS="bce", KD_TEMPERATURE=2.0, CANDIDATES="random", BATCH_SIZE=8, SEED=1),
 }
-QUICK_DATASET = {"03_distilbert_losses.ipynb": "sst2", "06_qadsm_two_tower.ipynb": "qadsm-de"}  # the data set each quick run reports (default: digits)
+# the data set each quick run reports (default: digits)
+QUICK_DATASET = {"03_distilbert_losses.ipynb": "sst2", "05_mate_kd.ipynb": "sst2", "06_qadsm_two_tower.ipynb": "qadsm-de"}
 BAD = {
     "01_soft_targets.ipynb": ("N_SEEDS", 0, "N_SEEDS = 0 is not allowed: expected an integer from 1 to 50"),
     "02_label_smoothing.ipynb": ("DATASET", "cifar10",
@@ -41,6 +45,7 @@ BAD = {
     "03_distilbert_losses.ipynb": ("STUDENT_LAYERS", [0, 9],
                                    "STUDENT_LAYERS = [0, 9] is not allowed: the teacher has layers 0 to 5"),
     "04_annealing_kd.ipynb": ("TAU_MAX", 0, "TAU_MAX = 0 is not allowed: expected an integer from 1 to 100"),
+    "05_mate_kd.ipynb": ("FORM", "both", "FORM = 'both' is not allowed: expected one of 'paper', 'release'"),
     "06_qadsm_two_tower.ipynb": ("CANDIDATES", "bm25",
                                  "CANDIDATES = 'bm25' is not allowed: expected one of 'overlap', 'random'"),
 }
