@@ -13,6 +13,7 @@ One module per idea:
 * ``students``     DistilBERT-style students: fewer layers, copied from chosen teacher layers
 * ``distilbert``   DistilBERT's triple loss (soft targets, masked LM, cosine) and an attention/[CLS] variant
 * ``matekd``       MATE-KD: a masked-LM generator rewrites text to maximise teacher-student divergence
+* ``scaling``      lesson 06's recipe on 1 or N GPUs under Hugging Face Accelerate (sharded scoring, data-parallel training)
 * ``tokens``       tokenised text in dynamically padded batches
 * ``pretraining``  masked-LM head fitting and general-purpose distillation on unlabeled text
 * ``optim``        AdamW with linear warm-up and decay, Adam kernels per device
@@ -38,7 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "crossencoder", "data", "distilbert", "environment", "experiments", "finetuning", "hub", "losses", "matekd", "models",
     "objectives", "optim", "parameters", "plotting", "pretraining", "rankers", "ranking", "relevance", "report", "runner",
-    "schedules", "students", "textdata", "tokens", "training", "twotower", "widgets",
+    "scaling", "schedules", "students", "textdata", "tokens", "training", "twotower", "widgets",
 ]
 
 

@@ -309,7 +309,7 @@ class CrossEncoder(nn.Module):
 def fine_tune_cross_encoder(model: nn.Module, text: TokenizedText, labels, *, epochs: int = 2, lr: float = 5e-5,
                             batch_size: int = 32, warmup: float = 0.1, weight_decay: float = 0.01, seed: int = 0,
                             device="cpu", amp: bool = False, max_steps: int | None = None,
-                            freeze_embeddings: bool = False, progress: bool = True) -> list:
+                            freeze_embeddings: bool = False, progress: bool = True, accelerator=None) -> list:
     """Train ``model`` (a :class:`CrossEncoder`) on pairs ``text`` with Good = 1 / Bad = 0 ``labels`` (BCE).
 
     The schedule of :func:`kdtutorial.finetuning.fine_tune`: AdamW, linear warm-up over the first ``warmup``
@@ -317,7 +317,7 @@ def fine_tune_cross_encoder(model: nn.Module, text: TokenizedText, labels, *, ep
     torch's global seed: call ``seed_everything`` first); bf16 autocast on CUDA when ``amp``. The loss is
     :func:`kdtutorial.relevance.label_bce_loss` on float32 logits. ``freeze_embeddings`` keeps the encoder's
     embedding layer fixed (cheaper steps on a CPU, as in ``finetuning.fine_tune``). Returns every step's loss; the
-    model is left in eval mode.
+    model is left in eval mode. ``accelerator``: data-parallel on several GPUs (``optim.train_steps``).
     """
     device = torch.device(device)
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.float32)
@@ -334,7 +334,7 @@ def fine_tune_cross_encoder(model: nn.Module, text: TokenizedText, labels, *, ep
     frozen = model.encoder.embeddings.parameters() if freeze_embeddings else ()
     return train_steps(model, batches, loss_of, n_rows=len(text), epochs=epochs, batch_size=batch_size, lr=lr,
                        weight_decay=weight_decay, warmup=warmup, device=device, amp=amp, max_steps=max_steps,
-                       frozen=frozen, desc="cross-encoder", progress=progress)
+                       frozen=frozen, desc="cross-encoder", progress=progress, accelerator=accelerator)
 
 
 # ------------------------------------------------------------------------------------------ scoring

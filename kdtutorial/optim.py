@@ -44,38 +44,57 @@ def planned_steps(n_rows: int, batch_size: int, epochs: int, max_steps: int | No
 
 def train_steps(model, batches, loss_of, *, n_rows: int, epochs: int, batch_size: int, lr: float,
                 weight_decay: float, warmup: float, device, amp: bool = False, max_steps: int | None = None,
-                frozen=(), desc: str = "train", progress: bool = True) -> list:
+                frozen=(), desc: str = "train", progress: bool = True, accelerator=None) -> list:
     """Train ``model`` and return the loss of every step; the model is left in eval mode.
 
     ``batches(epoch)`` yields ``(rows, inputs)`` where ``inputs`` is a tuple of tensors passed positionally to
     ``model`` (moved to ``device``); ``loss_of(logits, rows)`` gives the batch loss from float32 logits. AdamW with
     :func:`adamw_with_warmup`; bf16 autocast on CUDA when ``amp``; parameters in ``frozen`` are not trained (and
     get ``requires_grad`` back afterwards).
+
+    ``accelerator``: a Hugging Face ``accelerate.Accelerator`` (the script runs under ``accelerate launch``; see
+    :mod:`kdtutorial.scaling`). The model trains data-parallel on ``accelerator.device`` (``device`` is ignored):
+    of each epoch's batches, process ``r`` of ``N`` takes ``r, r + N, ...`` (the last ``len % N`` are left out so
+    every process takes as many), gradients are averaged across processes, and one optimiser step covers ``N``
+    batches, so the schedule has about ``N`` times fewer steps. Each process returns its own losses. With one
+    process this is the same training as without an accelerator.
     """
-    device = torch.device(device)
+    world, rank = (1, 0) if accelerator is None else (accelerator.num_processes, accelerator.process_index)
+    device = torch.device(device) if accelerator is None else accelerator.device
     model.to(device).train()
     frozen = set(frozen)
-    steps = planned_steps(n_rows, batch_size, epochs, max_steps)
+    per_epoch = -(-n_rows // batch_size)
+    if world > 1:
+        per_epoch //= world
+        if per_epoch == 0:
+            raise ValueError(f"{n_rows} rows in batches of {batch_size} give fewer batches than the {world} processes")
+    steps = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
     for p in frozen:
         p.requires_grad_(False)
     trainable = [p for p in model.parameters() if p not in frozen]
     optimiser, schedule = adamw_with_warmup(trainable, lr=lr, weight_decay=weight_decay, warmup=warmup, steps=steps,
                                             device=device)
+    net = model if accelerator is None else accelerator.prepare(model)  # DistributedDataParallel when N > 1
+    backward = (lambda loss: loss.backward()) if accelerator is None else accelerator.backward
     cast = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else contextlib.nullcontext()
     losses = []
     try:
-        with tqdm(total=steps, desc=desc, leave=False, disable=not progress) as bar:
+        with tqdm(total=steps, desc=desc, leave=False, disable=not progress or rank > 0) as bar:
             for epoch in range(epochs):
                 if len(losses) >= steps:
                     break
-                for rows, inputs in batches(epoch):
-                    if len(losses) >= steps:
+                taken = 0
+                for k, (rows, inputs) in enumerate(batches(epoch)):
+                    if len(losses) >= steps or taken == per_epoch:
                         break
+                    if k % world != rank:
+                        continue
+                    taken += 1
                     with cast:
-                        logits = model(*(t.to(device, non_blocking=True) for t in inputs))
+                        logits = net(*(t.to(device, non_blocking=True) for t in inputs))
                     loss = loss_of(logits.float(), rows)
                     optimiser.zero_grad(set_to_none=True)
-                    loss.backward()
+                    backward(loss)
                     optimiser.step()
                     schedule.step()
                     losses.append(loss.item())

@@ -183,7 +183,7 @@ def _frozen_embeddings(student) -> set:
 
 
 def _train(student, q_text, ad_text, loss_of, *, epochs, lr, batch_size, warmup, weight_decay, seed, device, amp,
-           max_steps, freeze_embeddings, progress, desc, widths=None) -> list:
+           max_steps, freeze_embeddings, progress, desc, widths=None, accelerator=None) -> list:
     """The loop shared by both stages; ``loss_of(logits, rows)`` is the objective. Schedule as ``finetuning``."""
     _check_aligned(q_text, ad_text)
     q_text, ad_text = _padded(q_text), _padded(ad_text)  # once, not once per epoch
@@ -196,7 +196,7 @@ def _train(student, q_text, ad_text, loss_of, *, epochs, lr, batch_size, warmup,
     frozen = _frozen_embeddings(student) if freeze_embeddings else ()
     return train_steps(student, batches, loss_of, n_rows=len(q_text), epochs=epochs, batch_size=batch_size, lr=lr,
                        weight_decay=weight_decay, warmup=warmup, device=device, amp=amp, max_steps=max_steps,
-                       frozen=frozen, desc=desc, progress=progress)
+                       frozen=frozen, desc=desc, progress=progress, accelerator=accelerator)
 
 
 def _per_pair(values, n: int, name: str) -> torch.Tensor:
@@ -209,7 +209,8 @@ def _per_pair(values, n: int, name: str) -> torch.Tensor:
 def distil_two_tower(student: nn.Module, q_text, ad_text, teacher_logits, *, kind: str = "mse",
                      temperature: float = 1.0, epochs: int = 1, lr: float = 5e-5, batch_size: int = 64,
                      warmup: float = 0.1, weight_decay: float = 0.01, seed: int = 0, device="cpu", amp: bool = False,
-                     max_steps: int | None = None, freeze_embeddings: bool = False, progress: bool = True) -> list:
+                     max_steps: int | None = None, freeze_embeddings: bool = False, progress: bool = True,
+                     accelerator=None) -> list:
     """Stage 3: the student learns the teacher's logits on the (unlabelled) transfer set.
 
     ``student`` is a ``TwinBERT`` or ``CDSSM`` (anything with ``forward(q_ids, q_mask, ad_ids, ad_mask) -> (B,)``);
@@ -218,6 +219,7 @@ def distil_two_tower(student: nn.Module, q_text, ad_text, teacher_logits, *, kin
     temperature=temperature)``, i.e. MSE on logits or tempered BCE. Schedule and seeding as
     ``finetuning.fine_tune`` (AdamW, warm-up then linear decay, seeded order, bf16 autocast on CUDA when ``amp``);
     ``freeze_embeddings`` keeps a TwinBERT's embedding layer fixed. Returns every step's loss; eval mode after.
+    ``accelerator``: data-parallel on several GPUs (``optim.train_steps``, ``kdtutorial.scaling``).
     """
     teacher = _per_pair(teacher_logits, len(q_text), "teacher_logits")
     relevance_kd_loss(teacher[:1], teacher[:1], kind=kind, temperature=temperature)  # argument errors now, not later
@@ -227,14 +229,14 @@ def distil_two_tower(student: nn.Module, q_text, ad_text, teacher_logits, *, kin
 
     return _train(student, q_text, ad_text, loss_of, epochs=epochs, lr=lr, batch_size=batch_size, warmup=warmup,
                   weight_decay=weight_decay, seed=seed, device=device, amp=amp, max_steps=max_steps,
-                  freeze_embeddings=freeze_embeddings, progress=progress, desc="distil")
+                  freeze_embeddings=freeze_embeddings, progress=progress, desc="distil", accelerator=accelerator)
 
 
 def fine_tune_two_tower(student: nn.Module, q_text, ad_text, labels, *, teacher_logits=None, kind: str = "mse",
                         alpha: float = 0.5, temperature: float = 1.0, epochs: int = 2, lr: float = 5e-5,
                         batch_size: int = 32, warmup: float = 0.1, weight_decay: float = 0.01, seed: int = 0,
                         device="cpu", amp: bool = False, max_steps: int | None = None,
-                        freeze_embeddings: bool = False, progress: bool = True) -> list:
+                        freeze_embeddings: bool = False, progress: bool = True, accelerator=None) -> list:
     """Stage 4: fine-tune the student on the labelled pairs (Good = 1, Bad = 0).
 
     With ``teacher_logits=None`` the loss is ``relevance.label_bce_loss`` (labels only); with the teacher's
@@ -257,7 +259,8 @@ def fine_tune_two_tower(student: nn.Module, q_text, ad_text, labels, *, teacher_
 
     return _train(student, q_text, ad_text, loss_of, epochs=epochs, lr=lr, batch_size=batch_size, warmup=warmup,
                   weight_decay=weight_decay, seed=seed, device=device, amp=amp, max_steps=max_steps,
-                  freeze_embeddings=freeze_embeddings, progress=progress, desc="fine-tune two-tower")
+                  freeze_embeddings=freeze_embeddings, progress=progress, desc="fine-tune two-tower",
+                  accelerator=accelerator)
 
 
 def training_throughput(student: nn.Module, q_text, ad_text, teacher_logits, *, steps: int = 50,
