@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -38,7 +37,7 @@ from tqdm.auto import tqdm
 from .optim import train_steps
 from .pretraining import autocast
 from .relevance import label_bce_loss
-from .tokens import TokenizedText, padded_batches
+from .tokens import PaddedIds, TokenizedText, padded_batches
 from .twotower import mean_pool
 
 __all__ = [
@@ -138,7 +137,7 @@ def longest_first(n_first, n_second, budget: int) -> tuple[np.ndarray, np.ndarra
     was the shorter). ``budget`` is ``max_length`` minus the 3 special tokens. Pinned against the tokenizer.
     """
     a, b = np.asarray(n_first, dtype=np.int64), np.asarray(n_second, dtype=np.int64)
-    short, long_ = np.minimum(a, b), np.maximum(a, b)
+    short = np.minimum(a, b)
     keep_long = np.maximum(short, budget - short)
     halves = short + keep_long > budget
     keep_short = np.where(halves, budget // 2, short)
@@ -150,36 +149,10 @@ def longest_first(n_first, n_second, budget: int) -> tuple[np.ndarray, np.ndarra
     return np.where(fits, a, np.minimum(a, cut_a)), np.where(fits, b, np.minimum(b, cut_b))
 
 
-@dataclass
-class PairMatrix:
-    """Tokenised pairs as one right-padded ``int32`` matrix ``ids`` ``(N, W)`` and their ``n_tokens`` ``(N,)``.
-
-    Row ``i`` holds ``[CLS] q [SEP] ad [SEP]`` of pair ``i`` followed by ``pad_id``. The scoring functions
-    slice batches straight out of it (one host-to-device copy, no per-row Python). ``len`` and ``lengths()`` as
-    a ``TokenizedText``; :meth:`from_text` converts one.
-    """
-
-    ids: np.ndarray
-    n_tokens: np.ndarray
-    pad_id: int
-
-    def __len__(self) -> int:
-        return len(self.n_tokens)
-
-    def lengths(self) -> np.ndarray:
-        return self.n_tokens
-
-    def subset(self, rows) -> "PairMatrix":
-        rows = np.asarray(rows)
-        return PairMatrix(self.ids[rows], self.n_tokens[rows], self.pad_id)
-
-    @classmethod
-    def from_text(cls, text: TokenizedText) -> "PairMatrix":
-        lengths = text.lengths()
-        ids = np.full((len(text), int(lengths.max(initial=1))), text.pad_id, dtype=np.int32)
-        for row, seq in enumerate(text.ids):
-            ids[row, : len(seq)] = seq
-        return cls(ids, lengths, text.pad_id)
+class PairMatrix(PaddedIds):
+    """Tokenised pairs as one right-padded ``int32`` matrix (a :class:`kdtutorial.tokens.PaddedIds`): row ``i``
+    holds ``[CLS] q [SEP] ad [SEP]`` of pair ``i`` followed by ``pad_id``. The scoring functions slice batches
+    straight out of it; :meth:`from_text` converts a ``TokenizedText`` of pairs (:func:`tokenize_pairs`)."""
 
 
 def _side_matrix(tokenizer, texts: list, budget: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ Deliberate differences from the released ``train_adversarial_student_bert.py``: 
 cross-entropy ``H(p_t, p_s)``, so its generator also raises the teacher's own entropy (here the KL); it may write
 special tokens (here ``banned_ids`` are never written); a sentence may get no masked token (here at least one).
 Shared with it: masking probability 0.3 (``--p_value``), Gumbel and KD temperature 1, gradient norms clipped to 5,
-a generator learning rate of 5e-7 (its generator is a 4-layer, 256-wide BERT).
+a generator learning rate of 5e-7 (its generator is a pretrained DistilRoBERTa-base masked LM).
 """
 from __future__ import annotations
 

@@ -20,7 +20,6 @@ Pinned by ``tests/test_rankers.py``.
 """
 from __future__ import annotations
 
-import itertools
 import time
 from copy import deepcopy
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from .crossencoder import _encode, _indexed, as_pairs, pair_index
 from .optim import train_steps
 from .pretraining import autocast
 from .relevance import label_bce_loss, relevance_kd_loss
-from .tokens import TokenizedText
+from .tokens import PaddedIds, TokenizedText
 from .twotower import letter_trigram_batch, words
 
 __all__ = [
@@ -96,31 +95,9 @@ def trigram_sides(model, queries: Sequence[str], ads: Sequence[str], max_words: 
     return TrigramText(queries, model.n_buckets, max_words), TrigramText(ads, model.n_buckets, max_words)
 
 
-@dataclass
-class _PaddedSide:
-    """One side's token ids as a right-padded ``int32`` matrix and lengths: batches are slices, no per-row Python."""
-
-    ids: np.ndarray
-    n_tokens: np.ndarray
-    pad_id: int
-
-    def __len__(self) -> int:
-        return len(self.n_tokens)
-
-    def lengths(self) -> np.ndarray:
-        return self.n_tokens
-
-
 def _padded(text):
-    """A ``TokenizedText`` as a :class:`_PaddedSide` (built once per pass; the same ids ``tokens.pad_rows`` gives)."""
-    if isinstance(text, (TrigramText, _PaddedSide)):
-        return text
-    n = text.lengths()
-    ids = np.full((len(text), max(1, int(n.max(initial=1)))), text.pad_id, dtype=np.int32)
-    if len(text):
-        ids[np.arange(ids.shape[1])[None, :] < n[:, None]] = np.fromiter(
-            itertools.chain.from_iterable(text.ids), dtype=np.int32, count=int(n.sum()))
-    return _PaddedSide(ids, n, int(text.pad_id))
+    """A side as a :class:`kdtutorial.tokens.PaddedIds`, built once per pass (trigram sides stay as they are)."""
+    return text if isinstance(text, (TrigramText, PaddedIds)) else PaddedIds.from_text(text)
 
 
 def _side_batch(text, rows, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,7 +31,6 @@ import numpy as np
 import torch
 
 from . import crossencoder as ce
-from .crossencoder import PairMatrix
 
 __all__ = ["make_accelerator", "shard_rows", "score_pairs_sharded", "run_recipe", "main"]
 
@@ -61,7 +60,7 @@ def score_pairs_sharded(accelerator, model, pairs, **kwargs):
     ``accelerator.device``). ``stats``: ``pairs`` (all of them), ``seconds`` (the slowest process's scoring
     loop), ``pairs_per_s`` (all pairs over those seconds), ``processes``.
     """
-    matrix = pairs if isinstance(pairs, PairMatrix) else PairMatrix.from_text(pairs)
+    matrix = ce._as_matrix(pairs)
     n, world, rank = len(matrix), accelerator.num_processes, accelerator.process_index
     mine = shard_rows(n, world, rank)
     scores, stats = ce.score_pairs(model, matrix.subset(mine), device=accelerator.device, **kwargs)

@@ -7,12 +7,13 @@ of 64 would mostly compute on padding. ``sort_by_length`` groups sentences of si
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["TokenizedText", "tokenize", "padded_batches", "pad_rows"]
+__all__ = ["TokenizedText", "PaddedIds", "tokenize", "padded_batches", "pad_rows"]
 
 
 @dataclass
@@ -32,6 +33,39 @@ class TokenizedText:
 
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
+
+
+@dataclass
+class PaddedIds:
+    """Token ids as one right-padded ``int32`` matrix ``ids`` ``(N, W)`` with each row's ``n_tokens`` ``(N,)``.
+
+    Batches are slices of it: one host-to-device copy, no per-row Python. ``len``, ``lengths()`` and ``subset``
+    as a :class:`TokenizedText`; :meth:`from_text` converts one (the ids ``pad_rows`` gives, padded to the
+    longest row).
+    """
+
+    ids: np.ndarray
+    n_tokens: np.ndarray
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.n_tokens)
+
+    def lengths(self) -> np.ndarray:
+        return self.n_tokens
+
+    def subset(self, rows):
+        rows = np.asarray(rows)
+        return type(self)(self.ids[rows], self.n_tokens[rows], self.pad_id)
+
+    @classmethod
+    def from_text(cls, text: TokenizedText):
+        n = text.lengths()
+        ids = np.full((len(text), max(1, int(n.max(initial=1)))), text.pad_id, dtype=np.int32)
+        if len(text):
+            ids[np.arange(ids.shape[1])[None, :] < n[:, None]] = np.fromiter(
+                itertools.chain.from_iterable(text.ids), dtype=np.int32, count=int(n.sum()))
+        return cls(ids, n, int(text.pad_id))
 
 
 def tokenize(tokenizer, sentences, max_length: int) -> TokenizedText:

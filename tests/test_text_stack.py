@@ -707,6 +707,17 @@ def test_padded_batches_pad_to_each_batch_own_length():
         assert batch["special_tokens_mask"].dtype == torch.bool
 
 
+def test_padded_ids_hold_the_ids_pad_rows_gives():
+    text = toy_text(17, seed=2)
+    matrix = tokens.PaddedIds.from_text(text)
+    assert matrix.ids.dtype == np.int32 and len(matrix) == 17 and matrix.lengths().tolist() == text.lengths().tolist()
+    assert matrix.ids.tolist() == tokens.pad_rows(text, range(17))["input_ids"].tolist()
+    part = matrix.subset([4, 0])
+    assert type(part) is tokens.PaddedIds and part.ids.tolist() == matrix.ids[[4, 0]].tolist()
+    empty = tokens.PaddedIds.from_text(text.subset([]))
+    assert len(empty) == 0 and empty.ids.shape == (0, 1)
+
+
 def test_padded_batches_shuffle_sort_and_indices():
     text = toy_text(23, seed=3)
     rows = [r.tolist() for r, _ in tokens.padded_batches(text, 5, shuffle=True, seed=4)]
