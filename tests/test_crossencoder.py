@@ -196,3 +196,66 @@ def test_no_mask_means_no_padding(tok):
     model = ce.CrossEncoder(tiny_bert(len(tok)), pooling="mean").eval()
     with torch.no_grad():
         assert torch.allclose(model(ids, None), model(ids, torch.ones_like(ids)), atol=1e-6)
+
+
+# ------------------------------------------------------------------------------- last layer at [CLS] only
+def test_cls_scorer_equals_the_full_forward(tok):
+    """ClsScorer runs the last layer for [CLS] alone; in eval mode (fp32) its logits are the cross-encoder's,
+    with padding (masked attention) and without (no mask), with derived and with explicit segment ids."""
+    text = ce.tokenize_pairs(tok, QUERIES, ADS, max_length=20)
+    batch = tokens.pad_rows(text, range(len(text)))
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert not bool(mask.all())  # the batch has padding
+    seed_everything(0)
+    model = ce.CrossEncoder(tiny_bert(len(tok)), sep_id=tok.sep_token_id).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = ce.ClsScorer(model)
+    assert model.training and not fast.training  # the model keeps its mode; the scorer is for inference
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(ids, mask), model(ids, mask), atol=1e-6, rtol=0)
+        segments = ce.pair_token_type_ids(ids, mask, tok.sep_token_id)
+        torch.testing.assert_close(fast(ids, mask, segments), model(ids, mask, segments), atol=1e-6, rtol=0)
+        one = torch.tensor([text.ids[0]])  # a single pair: no padding, no mask
+        torch.testing.assert_close(fast(one), model(one), atol=1e-6, rtol=0)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # copies, the model untouched
+    assert len(fast.encoder.encoder.layer) == 1 and fast.encoder.config.num_hidden_layers == 1  # plus the last
+
+
+def test_score_pairs_cls_only_equals_score_pairs(tok):
+    rng = np.random.default_rng(1)
+    queries = [QUERIES[i] for i in rng.integers(0, 5, 29)]
+    ads = [" ".join(ADS[i].split()[: rng.integers(1, 15)]) for i in rng.integers(0, 5, 29)]
+    pairs = ce.pair_matrix(tok, queries, ads, max_length=24)
+    model = ce.CrossEncoder(tiny_bert(len(tok)))
+    full, _ = ce.score_pairs(model, pairs, batch_size=8, warmup=True)
+    fast, stats = ce.score_pairs(model, pairs, batch_size=8, warmup=True, cls_only=True)
+    np.testing.assert_allclose(fast, full, atol=1e-5, rtol=0)
+    assert stats["pairs"] == 29 and model.training  # the model passed in is not changed, its mode kept
+    with pytest.raises(ValueError, match="pooling='cls'"):
+        ce.score_pairs(ce.CrossEncoder(tiny_bert(len(tok)), pooling="mean"), pairs, cls_only=True)
+
+
+def test_cls_scorer_needs_two_layers(tok):
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=37)
+    with pytest.raises(ValueError, match="at least 2 layers"):
+        ce.ClsScorer(ce.CrossEncoder(BertModel(config, add_pooling_layer=False)))
+
+
+def test_warmup_covers_every_shape_with_and_without_padding(tok):
+    """The untimed warm-up runs one batch of each (rows, width, padded?) kind the timed loop will meet: a padded
+    batch takes the masked attention kernels, an unpadded one the unmasked."""
+    rng = np.random.default_rng(2)
+    queries = [QUERIES[i] for i in rng.integers(0, 5, 40)]
+    ads = [" ".join(ADS[i].split()[: rng.integers(1, 15)]) for i in rng.integers(0, 5, 40)]
+    pairs = ce.pair_matrix(tok, queries, ads, max_length=24)
+    model = ce.CrossEncoder(tiny_bert(len(tok)))
+    calls = []
+    model.register_forward_pre_hook(lambda m, args: calls.append((tuple(args[0].shape), args[1] is None)))
+    _, stats = ce.score_pairs(model, pairs, batch_size=4, warmup=True)
+    warm, timed = calls[: len(calls) - stats["batches"]], calls[len(calls) - stats["batches"]:]
+    assert set(timed) == set(warm) and len(warm) == len(set(warm))
+    assert {no_mask for _, no_mask in timed} == {True, False}  # both kinds occur in this data
