@@ -35,11 +35,12 @@ from .optim import train_steps
 from .pretraining import autocast
 from .relevance import label_bce_loss, relevance_kd_loss
 from .tokens import PaddedIds, TokenizedText
-from .twotower import letter_trigram_batch, words
+from .twotower import TwinBERT, letter_trigram_batch, words
 
 __all__ = [
     "tokenize_sides", "TrigramText", "trigram_sides", "pair_batches", "distil_two_tower", "fine_tune_two_tower",
-    "training_throughput", "score_two_tower", "pair_index", "serve_with_cached_ads", "serve_grid", "serving_latency",
+    "training_throughput", "score_two_tower", "sentence_vectors", "pair_index", "serve_with_cached_ads", "serve_grid",
+    "serving_latency",
 ]
 
 
@@ -324,6 +325,31 @@ def _encode_side(student, text, side: str, *, batch_size: int, device, amp: bool
             vectors = torch.empty((len(text), vec.shape[-1]), dtype=vec.dtype, device=device)
         vectors[torch.as_tensor(rows, device=device)] = vec
     return vectors
+
+
+def sentence_vectors(encoder: nn.Module, tokenizer, texts: Sequence[str], max_length: int, *, batch_size: int = 512,
+                     device="cpu", amp: bool = False) -> np.ndarray:
+    """Unit-length mean-pooled vectors ``(len(texts), D)`` (float32 numpy) of ``encoder``, e.g. the pretrained
+    all-MiniLM-L6-v2, whose training made the cosine of two such vectors a similarity of meaning.
+
+    ``[CLS] text [SEP]`` truncated to ``max_length``, batches sorted by length, inference mode, bf16 autocast on
+    CUDA when ``amp``. Used to draw a transfer set of each query's nearest ads (``textdata.transfer_index``
+    with ``candidates="neighbours"``); ``encoder`` is wrapped, not copied, and left on the device and in the mode
+    it was in.
+    """
+    if max_length < 3:
+        raise ValueError(f"max_length must be at least 3 ([CLS] word [SEP]), got {max_length}")
+    device = torch.device(device)
+    tower = TwinBERT(encoder, pooling="mean", crossing="cos")
+    was_training, home = encoder.training, next(encoder.parameters()).device
+    tower.to(device).eval()
+    try:
+        with torch.inference_mode():
+            vectors = _encode_side(tower, _encode(tokenizer, list(texts), max_length=max_length), "query",
+                                   batch_size=batch_size, device=device, amp=amp).float()
+    finally:
+        encoder.to(home).train(was_training)
+    return torch.nn.functional.normalize(vectors, dim=-1).cpu().numpy()
 
 
 def _ids(values, n_distinct: int, name: str) -> torch.Tensor:

@@ -474,7 +474,7 @@ def _sample_pair_ids(total: int, observed: np.ndarray, n: int, rng: np.random.Ge
     return chosen[:n]
 
 
-TRANSFER_CANDIDATES = ("random", "overlap")
+TRANSFER_CANDIDATES = ("random", "overlap", "neighbours")
 
 
 def _words(text: str) -> set:
@@ -502,11 +502,80 @@ def overlap_pair_ids(queries, titles, descriptions, max_ad_share: float = 0.2) -
     return np.unique(np.concatenate(chunks)) if chunks else np.empty(0, np.int64)
 
 
+def neighbour_pair_ids(query_vectors, ad_vectors, n: int, exclude=None, chunk: int = 256) -> np.ndarray:
+    """``n`` pair ids ``q * n_ads + a``: for every query its nearest ads by cosine similarity, filled round by round.
+
+    ``query_vectors`` ``(Q, D)`` and ``ad_vectors`` ``(A, D)`` are sentence embeddings (any scale: they are
+    normalised here). Round ``r`` holds each query's ``r``-th nearest ad, so every query gets ``n / Q`` of its
+    nearest ads (one more or one fewer); within the last, partly taken round the more similar pairs go first. The
+    pairs in ``exclude`` (sorted ids, e.g. the observed ones) are skipped and the next nearest ads take their place.
+    This is the embedding-based retrieval stage of an ads system: the pairs it hands to the relevance model are
+    related to the query, some relevant and some not, like the labelled ones. Returns the ids in order of
+    (round, similarity). Raises ``ValueError`` when fewer than ``n`` pairs are left.
+    """
+    q = np.asarray(query_vectors, dtype=np.float32)
+    a = np.asarray(ad_vectors, dtype=np.float32)
+    if q.ndim != 2 or a.ndim != 2 or q.shape[1] != a.shape[1]:
+        raise ValueError(f"query_vectors (Q, D) and ad_vectors (A, D) must share D, got {q.shape} and {a.shape}")
+    n_queries, n_ads = len(q), len(a)
+    exclude = np.empty(0, np.int64) if exclude is None else np.asarray(exclude, dtype=np.int64)
+    if not 0 <= n <= n_queries * n_ads - len(exclude):
+        raise ValueError(f"n must be between 0 and {n_queries * n_ads - len(exclude):,} (pairs left), got {n:,}")
+    if n == 0:
+        return np.empty(0, np.int64)
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    rounds = -(-n // n_queries)
+    while True:  # more rounds only when excluded pairs leave some queries short
+        ids, ranks, sims = [], [], []
+        for start in range(0, n_queries, chunk):
+            sim = q[start : start + chunk] @ a.T
+            rows = np.arange(start, start + len(sim))
+            if len(exclude):
+                mine = exclude[(exclude >= start * n_ads) & (exclude < (start + len(sim)) * n_ads)]
+                sim[mine // n_ads - start, mine % n_ads] = -np.inf
+            k = min(rounds, n_ads)
+            top = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < n_ads else np.tile(np.arange(n_ads), (len(sim), 1))
+            top_sim = np.take_along_axis(sim, top, axis=1)
+            order = np.argsort(-top_sim, axis=1, kind="stable")
+            top, top_sim = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_sim, order, axis=1)
+            keep = np.isfinite(top_sim)
+            ids.append((rows[:, None] * n_ads + top)[keep])
+            ranks.append(np.broadcast_to(np.arange(k), top.shape)[keep])
+            sims.append(top_sim[keep])
+        ids, ranks, sims = np.concatenate(ids), np.concatenate(ranks), np.concatenate(sims)
+        if len(ids) >= n or rounds >= n_ads:
+            break
+        rounds += -(-(n - len(ids)) // n_queries)
+    order = np.lexsort((ids, -sims, ranks))[:n]
+    return ids[order].astype(np.int64)
+
+
+def neighbour_ranks(query_vectors, ad_vectors, query_ids, ad_ids) -> np.ndarray:
+    """For each pair (``query_ids[i]``, ``ad_ids[i]``): how many ads are nearer to the query by cosine similarity
+    (0: its nearest ad). Tells how far down a query's neighbour list the pairs of a data set lie."""
+    q = np.asarray(query_vectors, dtype=np.float32)
+    a = np.asarray(ad_vectors, dtype=np.float32)
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    query_ids, ad_ids = np.asarray(query_ids, dtype=np.int64), np.asarray(ad_ids, dtype=np.int64)
+    if query_ids.shape != ad_ids.shape:
+        raise ValueError(f"query_ids and ad_ids must have the same shape, got {query_ids.shape} and {ad_ids.shape}")
+    ranks = np.empty(len(query_ids), np.int64)
+    for start in range(0, len(query_ids), 1024):
+        rows = slice(start, start + 1024)
+        sim = q[query_ids[rows]] @ a.T
+        own = sim[np.arange(len(sim)), ad_ids[rows]]  # from the same product, so the pair never outranks itself
+        ranks[rows] = (sim > own[:, None]).sum(axis=1)
+    return ranks
+
+
 @dataclass
 class TransferIndex:
     """A transfer set as indices: pair ``i`` is ``(queries[query_ids[i]], ad i = titles/descriptions[ad_ids[i]])``.
 
-    ``overlap[i]`` says whether the pair shares a word (:func:`overlap_pair_ids`). :meth:`ads` gives the distinct
+    ``overlap[i]`` says whether the pair shares a word (:func:`overlap_pair_ids`); ``query_vectors`` and
+    ``ad_vectors`` are the embeddings a ``"neighbours"`` transfer set was drawn with. :meth:`ads` gives the distinct
     ads as ``"title description"`` strings, the form teacher and student read. Building a million pair strings
     is what takes time (tens of seconds); the lesson's tokenisers take the indices instead.
     """
@@ -517,6 +586,8 @@ class TransferIndex:
     query_ids: np.ndarray
     ad_ids: np.ndarray
     overlap: np.ndarray
+    query_vectors: np.ndarray | None = None
+    ad_vectors: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.query_ids)
@@ -528,7 +599,7 @@ class TransferIndex:
 
 
 def transfer_index(split_data, n: int, seed: int, *, exclude_observed: bool = True,
-                   candidates: str = "random") -> TransferIndex:
+                   candidates: str = "random", embed=None) -> TransferIndex:
     """``n`` different unlabelled query-ad pairs re-paired from ``split_data``, as a :class:`TransferIndex`.
 
     The distinct queries of ``split_data`` (a :class:`QadsmSplit` or a Dataset with ``query``, ``title``,
@@ -536,13 +607,20 @@ def transfer_index(split_data, n: int, seed: int, *, exclude_observed: bool = Tr
     from all combinations. ``"overlap"``: first the pairs that share a word (:func:`overlap_pair_ids`, a sample
     of them when there are more than ``n``), topped up with uniform random pairs; a query re-paired with a random
     ad is almost always irrelevant, while real traffic (and the labelled data) mixes relevant and irrelevant ads,
-    so this is closer to the distribution the student is tested on. With ``exclude_observed`` the pairs that
+    so this is closer to the distribution the student is tested on. ``"neighbours"``: each query with its nearest
+    ads by sentence embedding (:func:`neighbour_pair_ids`), the closest of the three to the labelled pairs;
+    ``embed(texts) -> (len(texts), D)`` array computes the embeddings (e.g. ``rankers.sentence_vectors`` of the
+    pretrained encoder) and is called once for the distinct queries and once for the distinct ads (the
+    ``TransferIndex.ads()`` strings). With ``exclude_observed`` the pairs that
     occur in ``split_data`` are left out (pass the union of splits to keep others out too). The pairs come in a
     seeded random order (``numpy.random.default_rng(seed)``), so any prefix is a smaller transfer set of the same
     mix; the result depends only on the data and the arguments. Raises ``ValueError`` when ``n`` is negative or
     exceeds the number of possible pairs, or for an unknown ``candidates``.
     """
     _check_choice("candidates", candidates, TRANSFER_CANDIDATES)
+    if (embed is None) != (candidates != "neighbours"):
+        raise ValueError("embed (a function from texts to vectors) is needed with candidates='neighbours' "
+                         "and only there")
     data = _as_dataset(split_data)
     q_codes, a_codes, queries, titles, descriptions = _pair_codes(data)
     n_ads = len(titles)
@@ -561,24 +639,30 @@ def transfer_index(split_data, n: int, seed: int, *, exclude_observed: bool = Tr
         chosen = _drop_members(overlap_pair_ids(queries, titles, descriptions), observed)
         if len(chosen) > n:
             chosen = rng.choice(chosen, size=n, replace=False)
+    if candidates == "neighbours":
+        from .crossencoder import ad_text
+
+        vectors = embed(list(queries)), embed(ad_text(titles, descriptions))
+        chosen = neighbour_pair_ids(*vectors, int(n), observed)
     rest = _sample_pair_ids(total, np.union1d(observed, chosen), int(n) - len(chosen), rng)
     is_overlap = np.concatenate([np.ones(len(chosen), bool), np.zeros(len(rest), bool)])
     ids = np.concatenate([chosen, rest])
-    order = rng.permutation(len(ids)) if candidates == "overlap" else np.arange(len(ids))
+    order = rng.permutation(len(ids)) if candidates != "random" else np.arange(len(ids))
     ids, is_overlap = ids[order], is_overlap[order]
-    if candidates == "random" and len(ids):  # say which random pairs happen to share a word
+    if candidates != "overlap" and len(ids):  # say which pairs happen to share a word
         is_overlap = np.isin(ids, overlap_pair_ids(queries, titles, descriptions))
-    return TransferIndex(list(queries), list(titles), list(descriptions), ids // n_ads, ids % n_ads, is_overlap)
+    return TransferIndex(list(queries), list(titles), list(descriptions), ids // n_ads, ids % n_ads, is_overlap,
+                         *(vectors if candidates == "neighbours" else (None, None)))
 
 
 def transfer_pairs(split_data, n: int, seed: int, *, exclude_observed: bool = True,
-                   candidates: str = "random") -> datasets.Dataset:
+                   candidates: str = "random", embed=None) -> datasets.Dataset:
     """The pairs of :func:`transfer_index` as a Dataset with columns ``query``, ``title``, ``description``.
 
     Same arguments and pairs, in the same order. For a million pairs prefer :func:`transfer_index` and the
     index-taking tokenisers (``crossencoder.pair_matrix``, ``rankers.tokenize_sides``).
     """
-    index = transfer_index(split_data, n, seed, exclude_observed=exclude_observed, candidates=candidates)
+    index = transfer_index(split_data, n, seed, exclude_observed=exclude_observed, candidates=candidates, embed=embed)
     q_idx, a_idx = pa.array(index.query_ids), pa.array(index.ad_ids)
     table = pa.table({  # built in arrow: encoding a million python strings per column is slow
         "query": _strings(np.asarray(index.queries, dtype=object)).take(q_idx),

@@ -228,3 +228,20 @@ def test_serve_grid_equals_direct_scoring(tok, crossing):
                                atol=1e-5, rtol=0)
     with pytest.raises(TypeError):
         rankers.serve_grid(torch.nn.Linear(2, 2), q_text, ad_text)
+
+
+def test_sentence_vectors_are_unit_mean_pooled_and_leave_the_encoder_alone(tok):
+    encoder = tiny_bert(len(tok)).train()
+    texts = ["cheap flights", "used cars near me boston", "pizza"]
+    vectors = rankers.sentence_vectors(encoder, tok, texts, 8, batch_size=2)
+    assert vectors.shape == (3, 32) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+    assert encoder.training and next(encoder.parameters()).device.type == "cpu"  # mode and device kept
+    encoder.eval()
+    with torch.no_grad():  # one text at a time, no padding: the plain mean over its tokens, normalised
+        for text, vector in zip(texts, vectors):
+            ids = torch.tensor([tok(text, truncation=True, max_length=8)["input_ids"]])
+            mean = encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[0].mean(0)
+            np.testing.assert_allclose(vector, (mean / mean.norm()).numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="max_length"):
+        rankers.sentence_vectors(encoder, tok, texts, 2)

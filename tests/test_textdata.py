@@ -30,6 +30,8 @@ from kdtutorial.textdata import (
     transfer_pairs,
     transfer_index,
     overlap_pair_ids,
+    neighbour_pair_ids,
+    neighbour_ranks,
 )
 
 
@@ -513,3 +515,96 @@ def test_transfer_index_overlap_candidates_first_then_random():
                                         index.descriptions[pairs[0][1]])
     with pytest.raises(ValueError, match="candidates"):
         transfer_index(ds, 5, seed=0, candidates="bm25")
+
+
+# ------------------------------------------------------------------------------------ nearest-ad candidates
+def _brute_force_neighbours(q, a, n, exclude=()):
+    """Reference: every allowed pair with its rank among its query's allowed ads, sorted by (rank, -cosine)."""
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    rows = []
+    for i in range(len(q)):
+        allowed = [j for j in range(len(a)) if i * len(a) + j not in set(exclude)]
+        for rank, j in enumerate(sorted(allowed, key=lambda j: -float(q[i] @ a[j]))):
+            rows.append((rank, -float(q[i] @ a[j]), i * len(a) + j))
+    return [pair for _, _, pair in sorted(rows)[:n]]
+
+
+def test_neighbour_pair_ids_fill_round_by_round():
+    rng = np.random.default_rng(0)
+    q, a = rng.normal(size=(5, 4)), rng.normal(size=(7, 4))
+    for n in (0, 1, 5, 9, 13, 35):
+        got = neighbour_pair_ids(q, a, n, chunk=2)  # chunks smaller than the query count
+        assert got.tolist() == _brute_force_neighbours(q, a, n), n
+    ids = neighbour_pair_ids(q, a, 12)
+    assert sorted(np.bincount(ids // 7, minlength=5)) == [2, 2, 2, 3, 3]  # 12 / 5 of its nearest per query
+    assert np.array_equal(neighbour_pair_ids(3 * q, 0.5 * a, 12), ids)  # cosine: the scale does not matter
+    with pytest.raises(ValueError, match="between 0 and 35"):
+        neighbour_pair_ids(q, a, 36)
+    with pytest.raises(ValueError, match="share D"):
+        neighbour_pair_ids(q, a[:, :3], 3)
+
+
+def test_neighbour_pair_ids_skip_excluded_pairs():
+    rng = np.random.default_rng(1)
+    q, a = rng.normal(size=(4, 3)), rng.normal(size=(6, 3))
+    nearest = neighbour_pair_ids(q, a, 4)  # each query's nearest ad
+    exclude = np.sort(np.concatenate([nearest, [0 * 6 + j for j in range(6) if 0 * 6 + j not in nearest][:4]]))
+    # query 0 keeps a single allowed ad; the others lose their nearest: later rounds fill the gap
+    assert len(exclude) == 8  # 24 pairs, 16 allowed
+    for n in (4, 8, 16):
+        got = neighbour_pair_ids(q, a, n, exclude)
+        assert got.tolist() == _brute_force_neighbours(q, a, n, exclude.tolist()), n
+        assert not set(got.tolist()) & set(exclude.tolist())
+    with pytest.raises(ValueError, match="between 0 and 16"):
+        neighbour_pair_ids(q, a, 17, exclude)
+
+
+def test_neighbour_ranks_count_the_nearer_ads():
+    rng = np.random.default_rng(2)
+    q, a = rng.normal(size=(3, 5)), rng.normal(size=(8, 5))
+    qi, ai = np.array([0, 0, 1, 2, 2]), np.array([0, 7, 3, 3, 5])
+    qn, an = q / np.linalg.norm(q, axis=1, keepdims=True), a / np.linalg.norm(a, axis=1, keepdims=True)
+    expected = [int(np.sum(qn[i] @ an.T > qn[i] @ an[j])) for i, j in zip(qi, ai)]
+    assert neighbour_ranks(q, a, qi, ai).tolist() == expected
+    first = neighbour_pair_ids(q, a, 3)  # each query's nearest ad has rank 0
+    assert neighbour_ranks(q, a, first // 8, first % 8).tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="same shape"):
+        neighbour_ranks(q, a, qi, ai[:2])
+
+
+def _bag_of_words_embed(texts):
+    """A stand-in sentence encoder: counts of the words word0..word9 (plus a constant, so no vector is zero)."""
+    return np.array([[t.split().count(f"word{k}") + t.split().count(f"Ad{k}") for k in range(10)] + [0.1]
+                     for t in texts], dtype=np.float32)
+
+
+def test_transfer_index_neighbour_candidates():
+    ds = words_data()
+    calls = []
+
+    def embed(texts):
+        calls.append(list(texts))
+        return _bag_of_words_embed(texts)
+
+    index = transfer_index(ds, 14, seed=0, candidates="neighbours", embed=embed)
+    assert len(calls) == 2 and calls[0] == index.queries and calls[1] == index.ads()  # queries, then ads, once each
+    pairs = set(zip(index.query_ids.tolist(), index.ad_ids.tolist()))
+    assert len(pairs) == 14 and not {(i, i) for i in range(7)} & pairs  # observed pairs left out
+    q, a = _bag_of_words_embed(index.queries), _bag_of_words_embed(index.ads())
+    n_ads = len(index.titles)
+    observed = np.unique([i * n_ads + i for i in range(6)] + [6 * n_ads + 6])
+    assert pairs == {(int(p) // n_ads, int(p) % n_ads) for p in neighbour_pair_ids(q, a, 14, observed)}
+    assert {(6, 1), (6, 2)} <= pairs  # query 6 ("word1 word2") gets the two ads that say its words
+    assert index.overlap.tolist() == [(qq, aa) in {(6, 1), (6, 2)} for qq, aa in zip(index.query_ids, index.ad_ids)]
+    np.testing.assert_array_equal(index.query_vectors, q)
+    np.testing.assert_array_equal(index.ad_vectors, a)
+    again = transfer_index(ds, 14, seed=0, candidates="neighbours", embed=_bag_of_words_embed)
+    assert np.array_equal(again.query_ids, index.query_ids) and np.array_equal(again.ad_ids, index.ad_ids)
+    as_dataset = transfer_pairs(ds, 14, seed=0, candidates="neighbours", embed=_bag_of_words_embed)
+    assert len(as_dataset) == 14
+    with pytest.raises(ValueError, match="embed"):
+        transfer_index(ds, 5, seed=0, candidates="neighbours")
+    with pytest.raises(ValueError, match="embed"):
+        transfer_index(ds, 5, seed=0, candidates="overlap", embed=_bag_of_words_embed)
+    assert transfer_index(ds, 5, seed=0).query_vectors is None
