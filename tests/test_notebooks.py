@@ -47,7 +47,7 @@ BAD = {
     "04_annealing_kd.ipynb": ("TAU_MAX", 0, "TAU_MAX = 0 is not allowed: expected an integer from 1 to 100"),
     "05_mate_kd.ipynb": ("FORM", "both", "FORM = 'both' is not allowed: expected one of 'paper', 'release'"),
     "06_qadsm_two_tower.ipynb": ("CANDIDATES", "bm25",
-                                 "CANDIDATES = 'bm25' is not allowed: expected one of 'overlap', 'random'"),
+                                 "CANDIDATES = 'bm25' is not allowed: expected one of 'neighbours', 'overlap', 'random'"),
 }
 
 
