@@ -103,29 +103,61 @@ class ResidualCrossing(nn.Module):
         y = x + self.up(F.relu(self.down(x)))
         return self.out(y).squeeze(-1)
 
-    def grid(self, q_vecs: torch.Tensor, ad_vecs: torch.Tensor, query_chunk: int = 16) -> torch.Tensor:
+    def grid(self, q_vecs: torch.Tensor, ad_vecs: torch.Tensor, query_chunk: int | None = None) -> torch.Tensor:
         """The same logits for every query against every ad, ``(Q, A)``, with the work per pair cut down.
 
         Because ``out`` is linear, ``out(x + up(r)) = w.x + (w W_up).r + (w.b_up + c)``: the up-projection folds
-        into one vector and is never applied. The parts of ``w.x`` and of ``down(x)`` that depend on the query
-        alone or the ad alone are computed once per query and once per ad; only the ``q * ad`` and ``|q - ad|``
-        features cost a ``D x hidden`` product per pair. Pinned against ``forward`` by the tests.
+        into one vector ``f`` and is never applied. Write ``down = [W_q, W_a, W_m, W_d]`` and ``w = [o_q, o_a, o_m,
+        o_d]`` by feature block, and ``|q - a| = 2 max(q, a) - q - a``. Everything linear in the ad then folds into
+        one matrix per query, ``M_q = [diag(q) W_m^T + (W_a - W_d)^T | q * o_m + o_a - o_d]``, and the query-only
+        terms into its bias row ``b_q``:
+
+            z = [a, 1] [M_q; b_q] + 2 max(q, a) [W_d^T | o_d],    logit = f . relu(z_hidden) + z_linear + const
+
+        Per pair only ``max(q, a)`` is built; the rest are two large matrix products over ``query_chunk`` queries at
+        a time (ads in rows; by default as many queries as make about 2^20 pairs on a GPU, 2^17 elsewhere: a chunk
+        holds two blocks of ``pairs x D`` numbers). The linear column is carried twice, as ``+z`` and ``-z``, so that one ``relu`` over
+        the whole block serves both (``relu(z) - relu(-z) = z``), and the inner sizes are padded with zeros to
+        multiples of 8, which the GPU's tensor-core kernels need. Under autocast the vectors are cast to its dtype
+        first (bf16 traffic for the per-pair block). Pinned against ``forward`` by the tests.
         """
+        device_type = q_vecs.device.type
+        if torch.is_autocast_enabled(device_type):
+            low = torch.get_autocast_dtype(device_type)
+            q_vecs, ad_vecs = q_vecs.to(low), ad_vecs.to(low)
+        if query_chunk is None:
+            query_chunk = max(1, (2**20 if device_type == "cuda" else 2**17) // max(1, ad_vecs.shape[0]))
+        if query_chunk < 1:
+            raise ValueError(f"query_chunk must be positive, got {query_chunk}")
         d = q_vecs.shape[-1]
         w_q, w_a, w_m, w_d = self.down.weight.split(d, dim=1)  # (hidden, D) each
         o_q, o_a, o_m, o_d = self.out.weight[0].split(d)
-        fold = self.out.weight[0] @ self.up.weight  # (hidden,)
+        hidden = w_d.shape[0]
+        width, depth = -(-(hidden + 2) // 8) * 8, -(-(d + 1) // 8) * 8  # padded: hidden + [+z, -z], D + [1]
+        fold = torch.zeros(width, dtype=self.up.weight.dtype, device=self.up.weight.device)
+        fold[:hidden], fold[hidden], fold[hidden + 1] = self.out.weight[0] @ self.up.weight, 1.0, -1.0
         const = self.out.weight[0] @ self.up.bias + self.out.bias[0]
-        q_lin, a_lin = q_vecs @ w_q.T + self.down.bias, ad_vecs @ w_a.T  # (Q, hidden), (A, hidden)
-        q_out, a_out = q_vecs @ o_q, ad_vecs @ o_a  # (Q,), (A,)
-        rows = []
+        per_pair = torch.zeros(d, width, dtype=w_d.dtype, device=w_d.device)
+        per_pair[:, :hidden], per_pair[:, hidden], per_pair[:, hidden + 1] = 2 * w_d.T, 2 * o_d, -2 * o_d
+        q_bias = q_vecs.to(w_q.dtype) @ (w_q - w_d).T + self.down.bias  # (Q, hidden)
+        q_out = q_vecs.to(o_q.dtype) @ (o_q - o_d)  # (Q,)
+        ads_1 = ad_vecs.new_zeros(ad_vecs.shape[0], depth)
+        ads_1[:, :d], ads_1[:, d] = ad_vecs, 1.0
+        ad_part = (w_a - w_d).T  # (D, hidden)
+        n_ads, rows = ad_vecs.shape[0], []
         for start in range(0, q_vecs.shape[0], query_chunk):
             q = q_vecs[start : start + query_chunk]  # (c, D)
-            prod = q[:, None, :] * ad_vecs[None, :, :]  # (c, A, D)
-            diff = (q[:, None, :] - ad_vecs[None, :, :]).abs()
-            h = q_lin[start : start + query_chunk, None, :] + a_lin[None] + prod @ w_m.T + diff @ w_d.T
-            linear = (q_out[start : start + query_chunk, None] + a_out[None] + prod @ o_m + diff @ o_d)
-            rows.append(linear + F.relu(h) @ fold + const)
+            c = q.shape[0]
+            folded = torch.zeros(depth, c, width, dtype=w_m.dtype, device=w_m.device)
+            folded[:d, :, :hidden] = q.T.to(w_m.dtype)[:, :, None] * w_m.T[:, None, :] + ad_part[:, None, :]
+            linear = q.to(o_m.dtype) * o_m + o_a - o_d  # (c, D)
+            folded[:d, :, hidden], folded[:d, :, hidden + 1] = linear.T, -linear.T
+            folded[d, :, :hidden] = q_bias[start : start + c]
+            folded[d, :, hidden], folded[d, :, hidden + 1] = q_out[start : start + c], -q_out[start : start + c]
+            z = ads_1 @ folded.reshape(depth, c * width).to(ads_1.dtype)  # (A, c * width)
+            larger = torch.maximum(ad_vecs[:, None, :], q[None, :, :]).reshape(n_ads * c, d)  # (A * c, D)
+            z = z.reshape(n_ads * c, width).addmm_(larger.to(z.dtype), per_pair.to(z.dtype)).relu_()
+            rows.append((z @ fold.to(z.dtype)).reshape(n_ads, c).T + const)
         return torch.cat(rows)
 
 

@@ -266,3 +266,7 @@ def test_score_grid_equals_every_pair(crossing):
     grid = crossing_layer.grid(q, a) if crossing == "cos" else crossing_layer.grid(q, a, query_chunk=3)
     assert grid.shape == (7, 11)
     torch.testing.assert_close(grid, crossing_layer(q[:, None], a[None]), rtol=1e-10, atol=1e-10)
+    if crossing == "res":  # the default chunk (all 7 queries at once here), and a bad one
+        torch.testing.assert_close(crossing_layer.grid(q, a), grid, rtol=1e-10, atol=1e-10)
+        with pytest.raises(ValueError, match="query_chunk"):
+            crossing_layer.grid(q, a, query_chunk=0)
