@@ -63,7 +63,7 @@ def train_steps(model, batches, loss_of, *, n_rows: int, epochs: int, batch_size
     device = torch.device(device) if accelerator is None else accelerator.device
     model.to(device).train()
     frozen = set(frozen)
-    per_epoch = -(-n_rows // batch_size)
+    per_epoch = planned_steps(n_rows, batch_size, 1)
     if world > 1:
         per_epoch //= world
         if per_epoch == 0:

@@ -502,6 +502,12 @@ def overlap_pair_ids(queries, titles, descriptions, max_ad_share: float = 0.2) -
     return np.unique(np.concatenate(chunks)) if chunks else np.empty(0, np.int64)
 
 
+def _unit_rows(vectors) -> np.ndarray:
+    """``vectors`` as float32 rows of length 1 (a zero row stays zero), so products are cosine similarities."""
+    v = np.asarray(vectors, dtype=np.float32)
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+
 def neighbour_pair_ids(query_vectors, ad_vectors, n: int, exclude=None, chunk: int = 256) -> np.ndarray:
     """``n`` pair ids ``q * n_ads + a``: for every query its nearest ads by cosine similarity, filled round by round.
 
@@ -513,8 +519,7 @@ def neighbour_pair_ids(query_vectors, ad_vectors, n: int, exclude=None, chunk: i
     related to the query, some relevant and some not, like the labelled ones. Returns the ids in order of
     (round, similarity). Raises ``ValueError`` when fewer than ``n`` pairs are left.
     """
-    q = np.asarray(query_vectors, dtype=np.float32)
-    a = np.asarray(ad_vectors, dtype=np.float32)
+    q, a = np.asarray(query_vectors), np.asarray(ad_vectors)
     if q.ndim != 2 or a.ndim != 2 or q.shape[1] != a.shape[1]:
         raise ValueError(f"query_vectors (Q, D) and ad_vectors (A, D) must share D, got {q.shape} and {a.shape}")
     n_queries, n_ads = len(q), len(a)
@@ -523,8 +528,7 @@ def neighbour_pair_ids(query_vectors, ad_vectors, n: int, exclude=None, chunk: i
         raise ValueError(f"n must be between 0 and {n_queries * n_ads - len(exclude):,} (pairs left), got {n:,}")
     if n == 0:
         return np.empty(0, np.int64)
-    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    q, a = _unit_rows(q), _unit_rows(a)
     rounds = -(-n // n_queries)
     while True:  # more rounds only when excluded pairs leave some queries short
         ids, ranks, sims = [], [], []
@@ -554,10 +558,7 @@ def neighbour_pair_ids(query_vectors, ad_vectors, n: int, exclude=None, chunk: i
 def neighbour_ranks(query_vectors, ad_vectors, query_ids, ad_ids) -> np.ndarray:
     """For each pair (``query_ids[i]``, ``ad_ids[i]``): how many ads are nearer to the query by cosine similarity
     (0: its nearest ad). Tells how far down a query's neighbour list the pairs of a data set lie."""
-    q = np.asarray(query_vectors, dtype=np.float32)
-    a = np.asarray(ad_vectors, dtype=np.float32)
-    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    q, a = _unit_rows(query_vectors), _unit_rows(ad_vectors)
     query_ids, ad_ids = np.asarray(query_ids, dtype=np.int64), np.asarray(ad_ids, dtype=np.int64)
     if query_ids.shape != ad_ids.shape:
         raise ValueError(f"query_ids and ad_ids must have the same shape, got {query_ids.shape} and {ad_ids.shape}")
@@ -597,6 +598,24 @@ class TransferIndex:
 
         return ad_text(self.titles, self.descriptions)
 
+    def neighbour_ranks(self, split_data) -> np.ndarray:
+        """For each pair of ``split_data`` (e.g. the labelled pairs the transfer set was drawn from): how many of
+        this index's ads are nearer to its query than its own ad (:func:`neighbour_ranks`). Needs a
+        ``"neighbours"`` index, and the split's queries and ads among this index's."""
+        if self.query_vectors is None or self.ad_vectors is None:
+            raise ValueError("neighbour_ranks needs the embeddings of a transfer_index(candidates='neighbours')")
+        from .crossencoder import ad_text
+
+        data = _as_dataset(split_data)
+        queries, ads = list(data["query"]), ad_text(data["title"], data["description"])
+        query_row = {q: i for i, q in enumerate(self.queries)}
+        ad_row = {a: i for i, a in enumerate(self.ads())}
+        missing = [q for q in queries if q not in query_row] + [a for a in ads if a not in ad_row]
+        if missing:
+            raise ValueError(f"{missing[0]!r} is not among the transfer set's queries and ads")
+        return neighbour_ranks(self.query_vectors, self.ad_vectors, [query_row[q] for q in queries],
+                               [ad_row[a] for a in ads])
+
 
 def transfer_index(split_data, n: int, seed: int, *, exclude_observed: bool = True,
                    candidates: str = "random", embed=None) -> TransferIndex:
@@ -634,7 +653,7 @@ def transfer_index(split_data, n: int, seed: int, *, exclude_observed: bool = Tr
             f"{n_ads:,} distinct ads = {total:,} pairs{excluded}; got n={n:,}"
         )
     rng = np.random.default_rng(seed)
-    chosen = np.empty(0, np.int64)
+    chosen, vectors = np.empty(0, np.int64), (None, None)
     if candidates == "overlap":
         chosen = _drop_members(overlap_pair_ids(queries, titles, descriptions), observed)
         if len(chosen) > n:
@@ -652,7 +671,7 @@ def transfer_index(split_data, n: int, seed: int, *, exclude_observed: bool = Tr
     if candidates != "overlap" and len(ids):  # say which pairs happen to share a word
         is_overlap = np.isin(ids, overlap_pair_ids(queries, titles, descriptions))
     return TransferIndex(list(queries), list(titles), list(descriptions), ids // n_ads, ids % n_ads, is_overlap,
-                         *(vectors if candidates == "neighbours" else (None, None)))
+                         *vectors)
 
 
 def transfer_pairs(split_data, n: int, seed: int, *, exclude_observed: bool = True,

@@ -116,10 +116,10 @@ class ResidualCrossing(nn.Module):
 
         Per pair only ``max(q, a)`` is built; the rest are two large matrix products over ``query_chunk`` queries at
         a time (ads in rows; by default as many queries as make about 2^20 pairs on a GPU, 2^17 elsewhere: a chunk
-        holds two blocks of ``pairs x D`` numbers). The linear column is carried twice, as ``+z`` and ``-z``, so that one ``relu`` over
-        the whole block serves both (``relu(z) - relu(-z) = z``), and the inner sizes are padded with zeros to
-        multiples of 8, which the GPU's tensor-core kernels need. Under autocast the vectors are cast to its dtype
-        first (bf16 traffic for the per-pair block). Pinned against ``forward`` by the tests.
+        holds two blocks of ``pairs x D`` numbers). The linear column is carried twice, as ``+z`` and ``-z``, so
+        that one ``relu`` over the whole block serves both (``relu(z) - relu(-z) = z``), and the inner sizes are
+        padded with zeros to multiples of 8, which the GPU's tensor-core kernels need. Under autocast the vectors
+        are cast to its dtype first (bf16 traffic for the per-pair block). Pinned against ``forward`` by the tests.
         """
         device_type = q_vecs.device.type
         if torch.is_autocast_enabled(device_type):

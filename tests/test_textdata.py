@@ -603,6 +603,16 @@ def test_transfer_index_neighbour_candidates():
     assert np.array_equal(again.query_ids, index.query_ids) and np.array_equal(again.ad_ids, index.ad_ids)
     as_dataset = transfer_pairs(ds, 14, seed=0, candidates="neighbours", embed=_bag_of_words_embed)
     assert len(as_dataset) == 14
+    ranks = index.neighbour_ranks(ds)  # the labelled pairs: each own ad's rank among all ads for its query
+    rows = [index.queries.index(q) for q in ds["query"]]
+    ads = [index.ads().index(f"{t} {d}") for t, d in zip(ds["title"], ds["description"])]
+    assert ranks.tolist() == neighbour_ranks(q, a, rows, ads).tolist()
+    assert ranks[:6].tolist() == [0] * 6  # query i says word i, and so does ad i, alone among the ads
+    with pytest.raises(ValueError, match="not among"):
+        index.neighbour_ranks(datasets.Dataset.from_dict({"query": ["unseen"], "title": ["Ad1 word1"],
+                                                          "description": ["buy online"]}))
+    with pytest.raises(ValueError, match="neighbours"):
+        transfer_index(ds, 5, seed=0).neighbour_ranks(ds)
     with pytest.raises(ValueError, match="embed"):
         transfer_index(ds, 5, seed=0, candidates="neighbours")
     with pytest.raises(ValueError, match="embed"):
