@@ -9,9 +9,15 @@ to the file given by ``--out``):
   turn), then fine-tuned on labels + teacher scores; test ROC-AUC before and after the labels;
 * ``scoring``: teacher-scoring throughput of :func:`kdtutorial.crossencoder.score_pairs` (bf16 weights, length
   bucketing) at several batch sizes, and with ``torch.compile``;
-* ``ensemble``: the mean logit of ``--teachers`` cross-encoders (seeds 0, 1, ...), and a student distilled from it.
+* ``ensemble``: the mean logit of ``--teachers`` cross-encoders (seeds 0, 1, ...), and a student distilled from it;
+* ``--distil-epochs``: each distilled student once per number of passes over the transfer set;
+* ``serving``: :func:`kdtutorial.rankers.serve_grid` over every test query x every test ad (an untrained
+  TwinBERT_res and _cos: the cost does not depend on the weights), queries encoded in batches of
+  ``--serve-batches``; and the residual grid alone at several query-chunk sizes.
 
 Run: ``python benchmarks/qadsm_transfer_sets.py --out results.jsonl`` (a CUDA GPU; ``KDTUTORIAL_DATA`` set).
+The archived ``results/full/06_transfer_sets_h100.jsonl`` came from the defaults, and
+``results/full/06_kd_gain_h100.jsonl`` from ``--candidates neighbours --teachers 3 --distil-epochs 1 3 --skip scoring``.
 """
 from __future__ import annotations
 
@@ -35,6 +41,8 @@ def main(argv=None) -> None:
     p.add_argument("--candidates", nargs="+", default=["overlap", "neighbours"])
     p.add_argument("--teachers", type=int, default=3)
     p.add_argument("--score-batches", type=int, nargs="+", default=[4096, 8192, 16384])
+    p.add_argument("--distil-epochs", type=int, nargs="+", default=[1])
+    p.add_argument("--serve-batches", type=int, nargs="+", default=[512, 4096])
     p.add_argument("--skip", nargs="*", default=[])
     p.add_argument("--smoke", action="store_true", help="128 train and test pairs, a CPU check of the plumbing")
     args = p.parse_args(argv)
@@ -110,10 +118,11 @@ def main(argv=None) -> None:
         emit(step="label_only", roc_auc=round(ranking.roc_auc(y_test, rankers.score_two_tower(
             s, *sides["test"], device=device, amp=amp)), 4))
 
-    def distil(logits_transfer, transfer_sides, logits_train):
+    def distil(logits_transfer, transfer_sides, logits_train, epochs=1):
         s = student(0)
         t0 = time.perf_counter()
-        rankers.distil_two_tower(s, *transfer_sides, logits_transfer, lr=3e-4, batch_size=1024, **common)
+        rankers.distil_two_tower(s, *transfer_sides, logits_transfer, epochs=epochs, lr=3e-4, batch_size=1024,
+                                 **common)
         seconds = time.perf_counter() - t0
         before = ranking.roc_auc(y_test, rankers.score_two_tower(s, *sides["test"], device=device, amp=amp))
         rankers.fine_tune_two_tower(s, *sides["train"], y_train, teacher_logits=logits_train, alpha=0.5, epochs=2,
@@ -122,9 +131,42 @@ def main(argv=None) -> None:
         return round(before, 4), round(after, 4), round(seconds, 1)
 
     for candidates, (_, _, logits, t_sides) in transfer.items():
-        before, after, seconds = distil(logits, t_sides, train_logits[0])
-        emit(step="distilled", candidates=candidates, teacher="seed 0", roc_auc_before_labels=before,
-             roc_auc=after, distil_s=seconds)
+        for epochs in args.distil_epochs:
+            before, after, seconds = distil(logits, t_sides, train_logits[0], epochs)
+            emit(step="distilled", candidates=candidates, teacher="seed 0", distil_epochs=epochs,
+                 roc_auc_before_labels=before, roc_auc=after, distil_s=seconds)
+
+    if "serving" not in args.skip:
+        all_q, all_a, _, _ = ce.pair_index(test["query"], test_ads)
+        q_all, _ = rankers.tokenize_sides(tokenizer, all_q, all_q, 16, 16)
+        _, a_all = rankers.tokenize_sides(tokenizer, all_a, all_a, 48, 48)
+        for crossing in ("res", "cos"):
+            server = twotower.TwinBERT(kd.students.copy_layers_encoder(pretrained, [0, 2, 4]), crossing=crossing)
+            for batch in args.serve_batches:
+                for _ in range(2):  # the first call pays for kernel selection: report the second
+                    _, served = rankers.serve_grid(server, q_all, a_all, batch_size=batch, device=device, amp=amp)
+                emit(step="serving", crossing=crossing, query_batch=batch, pairs=served["pairs"],
+                     query_ms=round(1000 * served["query_seconds"], 2),
+                     grid_ms=round(1000 * served["scoring_seconds"], 2),
+                     online_ms=round(1000 * served["online_seconds"], 2), pairs_per_s=round(served["pairs_per_s"]))
+            if crossing == "res":
+                with torch.inference_mode():
+                    server.to(device).eval()
+                    q_vecs = rankers._encode_side(server, q_all, "query", batch_size=4096, device=device, amp=amp)
+                    a_vecs = rankers._encode_side(server, a_all, "ad", batch_size=4096, device=device, amp=amp)
+                    for log2 in (18, 19, 20, 21, 22):
+                        chunk = max(1, 2**log2 // len(a_all))
+                        times = []
+                        for _ in range(3):
+                            rankers._sync(device)
+                            t0 = time.perf_counter()
+                            with rankers.autocast(device, amp):
+                                server.crossing.grid(q_vecs, a_vecs, query_chunk=chunk)
+                            rankers._sync(device)
+                            times.append(time.perf_counter() - t0)
+                        emit(step="grid", query_chunk=chunk, pairs_per_chunk_log2=log2,
+                             grid_ms=round(1000 * min(times[1:]), 2))
+            del server
 
     last = args.candidates[-1]
     _, pairs, _, t_sides = transfer[last]
@@ -155,9 +197,11 @@ def main(argv=None) -> None:
             del model
         mean_test = np.mean(test_logits, axis=0)
         emit(step="ensemble", teachers=args.teachers, roc_auc=round(ranking.roc_auc(y_test, mean_test), 4))
-        before, after, seconds = distil(np.mean(transfer_logits, axis=0), t_sides, np.mean(train_logits, axis=0))
-        emit(step="distilled", candidates=last, teacher=f"ensemble of {args.teachers}", roc_auc_before_labels=before,
-             roc_auc=after, distil_s=seconds)
+        for epochs in args.distil_epochs:
+            before, after, seconds = distil(np.mean(transfer_logits, axis=0), t_sides, np.mean(train_logits, axis=0),
+                                            epochs)
+            emit(step="distilled", candidates=last, teacher=f"ensemble of {args.teachers}", distil_epochs=epochs,
+                 roc_auc_before_labels=before, roc_auc=after, distil_s=seconds)
 
 
 if __name__ == "__main__":
