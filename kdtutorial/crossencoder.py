@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .optim import train_steps
+from .optim import to_device, train_steps
 from .pretraining import autocast
 from .relevance import label_bce_loss
 from .tokens import PaddedIds, TokenizedText, padded_batches
@@ -364,7 +364,7 @@ def fine_tune_cross_encoder(model: nn.Module, text: TokenizedText, labels, *, ep
             yield rows, (batch["input_ids"], batch["attention_mask"])
 
     def loss_of(logits, rows):
-        return label_bce_loss(logits, labels[rows].to(logits.device))
+        return label_bce_loss(logits, to_device(labels[rows], logits.device))
 
     frozen = model.encoder.embeddings.parameters() if freeze_embeddings else ()
     return train_steps(model, batches, loss_of, n_rows=len(text), epochs=epochs, batch_size=batch_size, lr=lr,

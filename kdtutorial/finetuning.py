@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .environment import release_memory, seed_everything
-from .optim import train_steps
+from .optim import to_device, train_steps
 from .pretraining import autocast
 from .tokens import padded_batches
 
@@ -66,7 +66,7 @@ def fine_tune(model: nn.Module, text, labels, *, epochs: int = 2, lr: float = 5e
             yield rows, (batch["input_ids"], batch["attention_mask"])
 
     def loss_of(logits, rows):
-        return nn.functional.cross_entropy(logits, labels[rows].to(logits.device))
+        return nn.functional.cross_entropy(logits, to_device(labels[rows], logits.device))
 
     frozen = model.encoder.embeddings.parameters() if freeze_embeddings else ()
     return train_steps(model, batches, loss_of, n_rows=len(text), epochs=epochs, batch_size=batch_size, lr=lr,

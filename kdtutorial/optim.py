@@ -11,7 +11,7 @@ import contextlib
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["optimiser_kernels", "adamw_with_warmup", "planned_steps", "train_steps"]
+__all__ = ["optimiser_kernels", "adamw_with_warmup", "planned_steps", "to_device", "train_steps"]
 
 
 def optimiser_kernels(device) -> dict:
@@ -42,10 +42,28 @@ def planned_steps(n_rows: int, batch_size: int, epochs: int, max_steps: int | No
     return steps if max_steps is None else min(max_steps, steps)
 
 
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """``t`` on ``device``, without making the host wait for the GPU.
+
+    A copy from ordinary (pageable) host memory to a CUDA device first waits for all the work already queued on the
+    stream, so a copy per step would stall the training loop once per step. A CPU tensor bound for CUDA is therefore
+    copied into page-locked memory first (PyTorch caches those blocks) and sent asynchronously; anything else is a
+    plain ``.to(device)``.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def train_steps(model, batches, loss_of, *, n_rows: int, epochs: int, batch_size: int, lr: float,
                 weight_decay: float, warmup: float, device, amp: bool = False, max_steps: int | None = None,
                 frozen=(), desc: str = "train", progress: bool = True, accelerator=None) -> list:
     """Train ``model`` and return the loss of every step; the model is left in eval mode.
+
+    The loop never waits for the GPU: inputs go through :func:`to_device`, and the losses stay on the device until
+    the end (a ``loss.item()`` per step would make the host wait for every step to finish before it prepares the
+    next batch).
 
     ``batches(epoch)`` yields ``(rows, inputs)`` where ``inputs`` is a tuple of tensors passed positionally to
     ``model`` (moved to ``device``); ``loss_of(logits, rows)`` gives the batch loss from float32 logits. AdamW with
@@ -91,16 +109,16 @@ def train_steps(model, batches, loss_of, *, n_rows: int, epochs: int, batch_size
                         continue
                     taken += 1
                     with cast:
-                        logits = net(*(t.to(device, non_blocking=True) for t in inputs))
+                        logits = net(*(to_device(t, device) for t in inputs))
                     loss = loss_of(logits.float(), rows)
                     optimiser.zero_grad(set_to_none=True)
                     backward(loss)
                     optimiser.step()
                     schedule.step()
-                    losses.append(loss.item())
+                    losses.append(loss.detach())
                     bar.update(1)
     finally:
         for p in frozen:
             p.requires_grad_(True)
     model.eval()
-    return losses
+    return torch.stack(losses).double().cpu().tolist() if losses else []

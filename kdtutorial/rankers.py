@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .crossencoder import _encode, _indexed, as_pairs, pair_index
-from .optim import train_steps
+from .optim import to_device, train_steps
 from .pretraining import autocast
 from .relevance import label_bce_loss, relevance_kd_loss
 from .tokens import PaddedIds, TokenizedText
@@ -203,7 +203,7 @@ def distil_two_tower(student: nn.Module, q_text, ad_text, teacher_logits, *, kin
     relevance_kd_loss(teacher[:1], teacher[:1], kind=kind, temperature=temperature)  # argument errors now, not later
 
     def loss_of(logits, rows):
-        return relevance_kd_loss(logits, teacher[rows].to(logits.device), kind=kind, temperature=temperature)
+        return relevance_kd_loss(logits, to_device(teacher[rows], logits.device), kind=kind, temperature=temperature)
 
     return _train(student, q_text, ad_text, loss_of, epochs=epochs, lr=lr, batch_size=batch_size, warmup=warmup,
                   weight_decay=weight_decay, seed=seed, device=device, amp=amp, max_steps=max_steps,
@@ -226,13 +226,13 @@ def fine_tune_two_tower(student: nn.Module, q_text, ad_text, labels, *, teacher_
         raise ValueError("labels must lie in [0, 1] (Good = 1, Bad = 0)")
     if teacher_logits is None:
         def loss_of(logits, rows):
-            return label_bce_loss(logits, y[rows].to(logits.device))
+            return label_bce_loss(logits, to_device(y[rows], logits.device))
     else:
         teacher = _per_pair(teacher_logits, len(q_text), "teacher_logits")
         relevance_kd_loss(teacher[:1], teacher[:1], y[:1], kind=kind, alpha=alpha, temperature=temperature)
 
         def loss_of(logits, rows):
-            return relevance_kd_loss(logits, teacher[rows].to(logits.device), y[rows].to(logits.device),
+            return relevance_kd_loss(logits, to_device(teacher[rows], logits.device), to_device(y[rows], logits.device),
                                      kind=kind, alpha=alpha, temperature=temperature)
 
     return _train(student, q_text, ad_text, loss_of, epochs=epochs, lr=lr, batch_size=batch_size, warmup=warmup,
@@ -263,7 +263,7 @@ def training_throughput(student: nn.Module, q_text, ad_text, teacher_logits, *, 
             times.append(time.perf_counter())
         else:
             times.append(None)
-        return relevance_kd_loss(logits, teacher[rows].to(logits.device), kind="mse")
+        return relevance_kd_loss(logits, to_device(teacher[rows], logits.device), kind="mse")
 
     epochs = -(-(warmup_steps + steps) * batch_size // max(1, len(q_text)))
     _train(copy_, q_text, ad_text, loss_of, epochs=epochs, lr=lr, batch_size=batch_size, warmup=0.0,
