@@ -13,11 +13,13 @@ to the file given by ``--out``):
 * ``--distil-epochs``: each distilled student once per number of passes over the transfer set;
 * ``serving``: :func:`kdtutorial.rankers.serve_grid` over every test query x every test ad (an untrained
   TwinBERT_res and _cos: the cost does not depend on the weights), queries encoded in batches of
-  ``--serve-batches``; and the residual grid alone at several query-chunk sizes.
+  ``--serve-batches``.
 
 Run: ``python benchmarks/qadsm_transfer_sets.py --out results.jsonl`` (a CUDA GPU; ``KDTUTORIAL_DATA`` set).
 The archived ``results/full/06_transfer_sets_h100.jsonl`` came from the defaults, and
-``results/full/06_kd_gain_h100.jsonl`` from ``--candidates neighbours --teachers 3 --distil-epochs 1 3 --skip scoring``.
+``results/full/06_kd_gain_h100.jsonl`` from ``--candidates neighbours --teachers 3 --distil-epochs 1 3 --skip scoring``
+(its ``grid`` lines came from an earlier form of this script that swept the residual grid's query chunk on the
+encoded test vectors; that sweep now lives, on random vectors, in ``benchmarks/residual_grid.py --chunks``).
 """
 from __future__ import annotations
 
@@ -149,23 +151,6 @@ def main(argv=None) -> None:
                      query_ms=round(1000 * served["query_seconds"], 2),
                      grid_ms=round(1000 * served["scoring_seconds"], 2),
                      online_ms=round(1000 * served["online_seconds"], 2), pairs_per_s=round(served["pairs_per_s"]))
-            if crossing == "res":
-                with torch.inference_mode():
-                    server.to(device).eval()
-                    q_vecs = rankers._encode_side(server, q_all, "query", batch_size=4096, device=device, amp=amp)
-                    a_vecs = rankers._encode_side(server, a_all, "ad", batch_size=4096, device=device, amp=amp)
-                    for log2 in (18, 19, 20, 21, 22):
-                        chunk = max(1, 2**log2 // len(a_all))
-                        times = []
-                        for _ in range(3):
-                            rankers._sync(device)
-                            t0 = time.perf_counter()
-                            with rankers.autocast(device, amp):
-                                server.crossing.grid(q_vecs, a_vecs, query_chunk=chunk)
-                            rankers._sync(device)
-                            times.append(time.perf_counter() - t0)
-                        emit(step="grid", query_chunk=chunk, pairs_per_chunk_log2=log2,
-                             grid_ms=round(1000 * min(times[1:]), 2))
             del server
 
     last = args.candidates[-1]

@@ -5,7 +5,10 @@ Random 384-wide vectors and a random crossing: 2,860 queries x 9,738 ads (lesson
 autocast, with float32 vectors (as the notebook's) and bfloat16 ones; a 64 x 2,000 grid on a CPU. Each version is run
 once untimed, then timed; each is compared with the pair-by-pair network on a 64 x 512 corner.
 
-Run: ``python benchmarks/residual_grid.py cuda`` (or ``cpu``).
+``--chunks``: instead, the new grid alone at ``query_chunk`` sizes of about 2^18 ... 2^22 pairs (its default is
+2^20 on a GPU), best of two timed runs each.
+
+Run: ``python benchmarks/residual_grid.py cuda`` (or ``cpu``; add ``--chunks`` for the sweep).
 """
 from __future__ import annotations
 
@@ -38,15 +41,31 @@ def previous_grid(crossing: ResidualCrossing, q_vecs, ad_vecs, query_chunk: int 
     return torch.cat(rows)
 
 
-def main(device: str = "cpu") -> None:
+def main(device: str = "cpu", chunks: bool = False) -> None:
     gpu = device == "cuda"
     n_queries, n_ads = (2860, 9738) if gpu else (64, 2000)
     torch.manual_seed(0)
     crossing = ResidualCrossing(384).to(device).eval()
 
-    def sync():
+    def timed(run):
+        """``(seconds, result)`` of one call, CUDA-synchronised."""
         if gpu:
             torch.cuda.synchronize()
+        began = time.perf_counter()
+        out = run()
+        if gpu:
+            torch.cuda.synchronize()
+        return time.perf_counter() - began, out
+
+    if chunks:
+        q, a = torch.randn(n_queries, 384, device=device), torch.randn(n_ads, 384, device=device)
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=gpu):
+            for log2 in range(18, 23):
+                chunk = max(1, 2**log2 // n_ads)
+                timed(lambda: crossing.grid(q, a, query_chunk=chunk))  # untimed first call
+                seconds = min(timed(lambda: crossing.grid(q, a, query_chunk=chunk))[0] for _ in range(2))
+                print(f"query_chunk {chunk} (about 2^{log2} pairs): grid {seconds * 1000:.1f} ms", flush=True)
+        return
 
     for dtype in (torch.float32, torch.bfloat16) if gpu else (torch.float32,):
         q = torch.randn(n_queries, 384, device=device).to(dtype)
@@ -55,11 +74,7 @@ def main(device: str = "cpu") -> None:
             reference = crossing(q[:64, None].float(), a[None, :512].float()).float()  # pair by pair
             for name, run in (("old", lambda: previous_grid(crossing, q, a)), ("new", lambda: crossing.grid(q, a))):
                 run()
-                sync()
-                began = time.perf_counter()
-                out = run()
-                sync()
-                seconds = time.perf_counter() - began
+                seconds, out = timed(run)
                 gap = (out[:64, :512].float() - reference).abs().max().item()
                 print(f"vectors {str(dtype)[6:]}: {name} grid {seconds * 1000:.1f} ms, "
                       f"{n_queries * n_ads / seconds:,.0f} pairs/s; max difference from the pair-by-pair network "
@@ -67,4 +82,5 @@ def main(device: str = "cpu") -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "cpu")
+    args = [a for a in sys.argv[1:] if a != "--chunks"]
+    main(args[0] if args else "cpu", chunks="--chunks" in sys.argv[1:])
