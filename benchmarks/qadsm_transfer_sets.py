@@ -7,11 +7,11 @@ to the file given by ``--out``):
 * ``label_only``: the student fine-tuned on the labels alone;
 * ``distilled``: the student distilled on a 1M-pair transfer set drawn with ``--candidates`` (each of them in
   turn), then fine-tuned on labels + teacher scores; test ROC-AUC before and after the labels;
-* ``scoring``: teacher-scoring throughput of :func:`kdtutorial.crossencoder.score_pairs` (bf16 weights, length
+* ``scoring``: teacher-scoring throughput of :func:`kdtutorial.ranking.crossencoder.score_pairs` (bf16 weights, length
   bucketing) at several batch sizes, and with ``torch.compile``;
 * ``ensemble``: the mean logit of ``--teachers`` cross-encoders (seeds 0, 1, ...), and a student distilled from it;
 * ``--distil-epochs``: each distilled student once per number of passes over the transfer set;
-* ``serving``: :func:`kdtutorial.rankers.serve_grid` over every test query x every test ad (an untrained
+* ``serving``: :func:`kdtutorial.ranking.rankers.serve_grid` over every test query x every test ad (an untrained
   TwinBERT_res and _cos: the cost does not depend on the weights), queries encoded in batches of
   ``--serve-batches``.
 
@@ -32,8 +32,9 @@ import numpy as np
 import torch
 
 import kdtutorial as kd
-from kdtutorial import crossencoder as ce
-from kdtutorial import rankers, ranking, textdata, twotower
+from kdtutorial.ranking import crossencoder as ce
+from kdtutorial.ranking import rankers, metrics, twotower
+from kdtutorial.ranking import qadsm
 
 
 def main(argv=None) -> None:
@@ -61,7 +62,7 @@ def main(argv=None) -> None:
     amp = device.type == "cuda"
     name = "sentence-transformers/all-MiniLM-L6-v2"
     tokenizer, pretrained = kd.hub.load_tokenizer(name), kd.hub.load_masked_lm(name).base_model
-    train, test = (textdata.load_qadsm("de", split).data for split in ("train", "test"))
+    train, test = (qadsm.load_qadsm("de", split).data for split in ("train", "test"))
     if args.smoke:
         train, test = train.select(range(128)), test.select(range(128))
     y_train, y_test = np.asarray(train["label"]), np.asarray(test["label"])
@@ -82,7 +83,7 @@ def main(argv=None) -> None:
     teacher = teachers[0][0]
     test_logits = [ce.score_pairs(teacher, test_pairs, **score)[0]]
     train_logits = [ce.score_pairs(teacher, train_pairs, **score)[0]]
-    emit(step="teacher", seed=0, roc_auc=round(ranking.roc_auc(y_test, test_logits[0]), 4),
+    emit(step="teacher", seed=0, roc_auc=round(metrics.roc_auc(y_test, test_logits[0]), 4),
          finetune_s=round(teachers[0][1], 1))
 
     side = dict(max_query_len=16, max_ad_len=48)
@@ -95,7 +96,7 @@ def main(argv=None) -> None:
     transfer = {}
     for candidates in args.candidates:
         t0 = time.perf_counter()
-        index = textdata.transfer_index(train, args.transfer_pairs, seed=0, candidates=candidates,
+        index = transfer.transfer_index(train, args.transfer_pairs, seed=0, candidates=candidates,
                                         embed=embed if candidates == "neighbours" else None)
         pairs = ce.pair_matrix(tokenizer, index.queries, index.ads(), 64, query_ids=index.query_ids,
                                ad_ids=index.ad_ids)
@@ -117,7 +118,7 @@ def main(argv=None) -> None:
     if "label_only" not in args.skip:
         s = student(0)
         rankers.fine_tune_two_tower(s, *sides["train"], y_train, epochs=3, lr=1e-4, batch_size=64, **common)
-        emit(step="label_only", roc_auc=round(ranking.roc_auc(y_test, rankers.score_two_tower(
+        emit(step="label_only", roc_auc=round(metrics.roc_auc(y_test, rankers.score_two_tower(
             s, *sides["test"], device=device, amp=amp)), 4))
 
     def distil(logits_transfer, transfer_sides, logits_train, epochs=1):
@@ -126,10 +127,10 @@ def main(argv=None) -> None:
         rankers.distil_two_tower(s, *transfer_sides, logits_transfer, epochs=epochs, lr=3e-4, batch_size=1024,
                                  **common)
         seconds = time.perf_counter() - t0
-        before = ranking.roc_auc(y_test, rankers.score_two_tower(s, *sides["test"], device=device, amp=amp))
+        before = metrics.roc_auc(y_test, rankers.score_two_tower(s, *sides["test"], device=device, amp=amp))
         rankers.fine_tune_two_tower(s, *sides["train"], y_train, teacher_logits=logits_train, alpha=0.5, epochs=2,
                                     lr=5e-5, batch_size=64, **common)
-        after = ranking.roc_auc(y_test, rankers.score_two_tower(s, *sides["test"], device=device, amp=amp))
+        after = metrics.roc_auc(y_test, rankers.score_two_tower(s, *sides["test"], device=device, amp=amp))
         return round(before, 4), round(after, 4), round(seconds, 1)
 
     for candidates, (_, _, logits, t_sides) in transfer.items():
@@ -177,11 +178,11 @@ def main(argv=None) -> None:
             test_logits.append(ce.score_pairs(model, test_pairs, **score)[0])
             train_logits.append(ce.score_pairs(model, train_pairs, **score)[0])
             transfer_logits.append(ce.score_pairs(model, pairs, **score)[0])
-            emit(step="teacher", seed=seed, roc_auc=round(ranking.roc_auc(y_test, test_logits[-1]), 4),
+            emit(step="teacher", seed=seed, roc_auc=round(metrics.roc_auc(y_test, test_logits[-1]), 4),
                  finetune_s=round(seconds, 1))
             del model
         mean_test = np.mean(test_logits, axis=0)
-        emit(step="ensemble", teachers=args.teachers, roc_auc=round(ranking.roc_auc(y_test, mean_test), 4))
+        emit(step="ensemble", teachers=args.teachers, roc_auc=round(metrics.roc_auc(y_test, mean_test), 4))
         for epochs in args.distil_epochs:
             before, after, seconds = distil(np.mean(transfer_logits, axis=0), t_sides, np.mean(train_logits, axis=0),
                                             epochs)

@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from kdtutorial.twotower import ResidualCrossing
+from kdtutorial.ranking.twotower import ResidualCrossing
 
 
 def previous_grid(crossing: ResidualCrossing, q_vecs, ad_vecs, query_chunk: int = 16):

@@ -10,8 +10,8 @@ import argparse
 import json
 
 import kdtutorial as kd
-from kdtutorial import crossencoder as ce
-from kdtutorial import textdata
+from kdtutorial.ranking import crossencoder as ce
+from kdtutorial.ranking import qadsm, transfer
 
 
 def main(argv=None) -> None:
@@ -25,8 +25,8 @@ def main(argv=None) -> None:
     tokenizer = kd.hub.load_tokenizer(name)
     kd.environment.seed_everything(0)
     teacher = ce.CrossEncoder(kd.hub.load_masked_lm(name).base_model)
-    train = textdata.load_qadsm("de", "train").data
-    index = textdata.transfer_index(train, args.pairs, seed=0, candidates="overlap")
+    train = qadsm.load_qadsm("de", "train").data
+    index = transfer.transfer_index(train, args.pairs, seed=0, candidates="overlap")
     pairs = ce.pair_matrix(tokenizer, index.queries, index.ads(), 64, query_ids=index.query_ids, ad_ids=index.ad_ids)
     amp = device.type == "cuda"
     for batch in args.batches:

@@ -12,7 +12,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "run": "kdtutorial.runner",
+    "run": "kdtutorial.course.runner",
 }
 
 

@@ -36,6 +36,6 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def tok():
     """The packaged all-MiniLM-L6-v2 tokenizer (offline)."""
-    from kdtutorial import hub
+    from kdtutorial.text import hub
 
     return hub.load_tokenizer(hub.DEFAULT_TEACHER)

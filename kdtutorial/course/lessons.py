@@ -1,0 +1,134 @@
+"""Every lesson's parameters in one declaration each: the rules, the quick and full profiles, cross-parameter rules.
+
+A notebook keeps its papermill ``parameters`` cell of plain literals (what papermill injects into and what a
+Colab learner edits) and settles it in one call right below::
+
+    P = kd.lessons.settle("01_soft_targets", globals())
+
+``settle`` reads exactly the declared names from the notebook's namespace, checks each against its rule,
+fills the ``None`` ones from the profile and applies the lesson's cross-parameter rules. A bad value stops the
+notebook with a :class:`~kdtutorial.course.parameters.ParameterError` naming the parameter, the value and what
+is allowed. The tests try a bad value for every parameter declared here.
+
+The choices below that name things in lesson code (architectures, data sets, transfer-set kinds) are written
+out as literals, so the course machinery imports no lesson code; a test checks them against the lesson modules.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, Mapping
+
+from kdtutorial.course.parameters import (COMMON_RULES, Choice, Flag, Float, Int, Lesson, ListOf, ParameterError,
+                                          Requires, Text)
+
+__all__ = ["LESSONS", "ARCHITECTURES", "VISION_DATASETS", "lesson", "settle"]
+
+#: the vision lessons' model names (``kdtutorial.vision.models.ARCHITECTURES``) and data sets (``...data.VISION_NAMES``)
+ARCHITECTURES = ("cnn-teacher", "cnn-small", "mlp-large", "mlp-medium", "mlp-small", "mlp-tiny")
+VISION_DATASETS = ("digits", "fashion-mnist")
+#: lesson 06's transfer-set kinds (``kdtutorial.ranking.transfer.TRANSFER_CANDIDATES``) and QADSM languages
+TRANSFER_CANDIDATES = ("neighbours", "overlap", "random")
+QADSM_LANGS = ("de", "en", "fr")
+
+_positive = Float(0, 100, low_open=True)   # temperatures
+_rate = Float(0, 1, low_open=True)         # learning rates
+_share = Float(0, 1)                       # weights and probabilities
+_arch = Choice(*ARCHITECTURES)
+_layers = ListOf(Int(0, 47))
+
+LESSONS: dict[str, Lesson] = {
+    "01_soft_targets": Lesson(
+        rules=dict(TEMPERATURE=_positive, ALPHA=_share, DATASET=Choice(*VISION_DATASETS), TEACHER=_arch, STUDENT=_arch,
+                   EPOCHS=Int(1, 1000), TEACHER_EPOCHS=Int(1, 1000), GRID_T=ListOf(_positive), GRID_ALPHA=ListOf(_share),
+                   N_LABELS=Int(0, 100_000)),
+        quick=dict(N_SEEDS=5, DATASET="digits", TEACHER="cnn-teacher", STUDENT="mlp-medium", EPOCHS=80,
+                   TEACHER_EPOCHS=40, GRID_T=[1.0, 2.0, 4.0, 8.0], GRID_ALPHA=[0.5, 0.9], N_LABELS=50),
+        full=dict(N_SEEDS=5, DATASET="fashion-mnist", TEACHER="cnn-teacher", STUDENT="mlp-medium", EPOCHS=30,
+                  TEACHER_EPOCHS=20, GRID_T=[2.0, 4.0, 8.0, 16.0], GRID_ALPHA=[0.5, 0.9], N_LABELS=500),
+    ),
+    "02_label_smoothing": Lesson(
+        rules=dict(DATASET=Choice(*VISION_DATASETS), TEACHER=_arch, STUDENT=_arch, EPOCHS=Int(1, 1000),
+                   TEACHER_EPOCHS=Int(1, 1000), DEFECTIVE_STEPS=Int(1, 10_000), LS_EPSILON=_share, KD_T=_positive,
+                   KD_ALPHA=_share, TFKD_A=Float(0.1, 1), TFKD_T=_positive, TFKD_ALPHA=_share),
+        quick=dict(N_SEEDS=5, DATASET="digits", TEACHER="cnn-teacher", STUDENT="mlp-medium", EPOCHS=80,
+                   TEACHER_EPOCHS=40, DEFECTIVE_STEPS=2),
+        full=dict(N_SEEDS=5, DATASET="fashion-mnist", TEACHER="cnn-teacher", STUDENT="mlp-medium", EPOCHS=30,
+                  TEACHER_EPOCHS=20, DEFECTIVE_STEPS=3),
+    ),
+    "03_distilbert_losses": Lesson(
+        rules=dict(TEACHER=Text(), STUDENT_LAYERS=_layers, MAX_LENGTH=Int(8, 512), BATCH_SIZE=Int(2, 4096),
+                   HEAD_SENTENCES=Int(0, 10**6), HEAD_EPOCHS=Int(1, 100), DISTILL_SENTENCES=Int(1, 10**6),
+                   DISTILL_LR=_rate, T=_positive, W_CE=Float(0, 100), W_MLM=Float(0, 100), W_COS=Float(0, 100),
+                   FINETUNE_SENTENCES=Int(2, 10**6), FINETUNE_EPOCHS=Int(1, 100), FINETUNE_LR=_rate,
+                   FREEZE_EMBEDDINGS=Flag()),
+        quick=dict(N_SEEDS=2, BATCH_SIZE=32, HEAD_SENTENCES=1000, HEAD_EPOCHS=3, DISTILL_SENTENCES=384,
+                   FINETUNE_SENTENCES=512, FINETUNE_EPOCHS=1, FREEZE_EMBEDDINGS=True),
+        full=dict(N_SEEDS=3, BATCH_SIZE=128, HEAD_SENTENCES=20000, HEAD_EPOCHS=5, DISTILL_SENTENCES=60614,
+                  FINETUNE_SENTENCES=60614, FINETUNE_EPOCHS=1, FREEZE_EMBEDDINGS=False),
+    ),
+    "04_annealing_kd": Lesson(
+        rules=dict(DATASET=Choice(*VISION_DATASETS), TEACHER=_arch, TA=_arch, STUDENT=_arch, GAP_TEACHERS=ListOf(_arch),
+                   TEACHER_EPOCHS=Int(1, 1000), TAU_MAX=Int(1, 100), EPOCHS_PER_STEP=Int(1, 100),
+                   STAGE2_EPOCHS=Int(0, 1000), STAGE1_LR=_rate, KD_T=_positive, KD_ALPHA=_share),
+        quick=dict(N_SEEDS=5, DATASET="digits", TEACHER="cnn-teacher", TA="mlp-medium", STUDENT="mlp-tiny",
+                   GAP_TEACHERS=["mlp-small", "mlp-medium", "mlp-large", "cnn-teacher"], TEACHER_EPOCHS=40,
+                   TAU_MAX=10, EPOCHS_PER_STEP=4, STAGE2_EPOCHS=20),
+        full=dict(N_SEEDS=5, DATASET="fashion-mnist", TEACHER="cnn-teacher", TA="mlp-medium", STUDENT="mlp-tiny",
+                  GAP_TEACHERS=["mlp-small", "mlp-medium", "mlp-large", "cnn-teacher"], TEACHER_EPOCHS=20,
+                  TAU_MAX=10, EPOCHS_PER_STEP=2, STAGE2_EPOCHS=10),
+    ),
+    "05_mate_kd": Lesson(
+        rules=dict(TEACHER=Text(), STUDENT_LAYERS=_layers, GENERATOR_LAYERS=_layers, MAX_LENGTH=Int(8, 512),
+                   BATCH_SIZE=Int(2, 4096), TEACHER_SENTENCES=Int(2, 10**6), STUDENT_SENTENCES=Int(2, 10**6),
+                   HEAD_SENTENCES=Int(1, 10**6), HEAD_EPOCHS=Int(1, 100), LR=_rate, FORM=Choice("paper", "release"),
+                   LAM=_share, TAU=_positive, P_MASK=Float(0, 1, low_open=True), N_GEN=Int(0, 1000),
+                   N_STUDENT=Int(1, 10**6), GEN_LR=_share, FREEZE_EMBEDDINGS=Flag(), SWEEP=Flag(),
+                   SWEEP_N_GEN=ListOf(Int(0, 1000))),
+        quick=dict(N_SEEDS=2, BATCH_SIZE=16, TEACHER_SENTENCES=1024, STUDENT_SENTENCES=512, HEAD_SENTENCES=1000,
+                   HEAD_EPOCHS=3, N_GEN=1, N_STUDENT=10, GEN_LR=1e-3, FREEZE_EMBEDDINGS=True, SWEEP=False),
+        full=dict(N_SEEDS=3, BATCH_SIZE=64, TEACHER_SENTENCES=60614, STUDENT_SENTENCES=20000, HEAD_SENTENCES=20000,
+                  HEAD_EPOCHS=5, N_GEN=10, N_STUDENT=100, GEN_LR=1e-4, FREEZE_EMBEDDINGS=False, SWEEP=True),
+    ),
+    "06_qadsm_two_tower": Lesson(
+        rules=dict(TEACHER=Text(), LANG=Choice(*QADSM_LANGS), MAX_LENGTH=Int(8, 512), MAX_QUERY_LEN=Int(3, 512),
+                   MAX_AD_LEN=Int(3, 512), TRAIN_PAIRS=Int(16, 10**7), TEST_PAIRS=Int(16, 10**7),
+                   TRANSFER_PAIRS=Int(16, 10**8), CANDIDATES=Choice(*TRANSFER_CANDIDATES), TEACHER_EPOCHS=Int(1, 100),
+                   TEACHER_LR=_rate, STUDENT_LAYERS=_layers, KD_LOSS=Choice("mse", "bce"), KD_TEMPERATURE=_positive,
+                   ALPHA=_share, DISTILL_LR=_rate, DISTILL_BATCH=Int(2, 65536), DISTILL_EPOCHS=Int(1, 100),
+                   STUDENT_LR=_rate, STUDENT_EPOCHS=Int(1, 100), FINETUNE_LR=_rate, FINETUNE_EPOCHS=Int(1, 100),
+                   BATCH_SIZE=Int(2, 4096), SCORE_BATCH=Int(1, 65536), COMPARE_KD_LOSSES=Flag(),
+                   FREEZE_EMBEDDINGS=Flag()),
+        quick=dict(N_SEEDS=2, MAX_LENGTH=32, MAX_QUERY_LEN=8, MAX_AD_LEN=24, TRAIN_PAIRS=256, TEST_PAIRS=512,
+                   TRANSFER_PAIRS=384, TEACHER_EPOCHS=1, STUDENT_LAYERS=[0], DISTILL_BATCH=64, DISTILL_EPOCHS=1,
+                   STUDENT_EPOCHS=1, FINETUNE_EPOCHS=1, BATCH_SIZE=16, SCORE_BATCH=128, COMPARE_KD_LOSSES=False,
+                   FREEZE_EMBEDDINGS=True),
+        full=dict(N_SEEDS=3, MAX_LENGTH=64, MAX_QUERY_LEN=16, MAX_AD_LEN=48, TRAIN_PAIRS=9000, TEST_PAIRS=10000,
+                  TRANSFER_PAIRS=1_000_000, TEACHER_EPOCHS=3, STUDENT_LAYERS=[0, 2, 4], DISTILL_BATCH=1024,
+                  DISTILL_EPOCHS=1, STUDENT_EPOCHS=3, FINETUNE_EPOCHS=2, BATCH_SIZE=32, SCORE_BATCH=4096,
+                  COMPARE_KD_LOSSES=True, FREEZE_EMBEDDINGS=False),
+        requires=(Requires(("KD_TEMPERATURE", "KD_LOSS"), lambda p: p.KD_LOSS == "bce" or p.KD_TEMPERATURE == 1.0,
+                           "KD_TEMPERATURE = 1.0 unless KD_LOSS = 'bce' (the temperature applies to the bce loss only)"),),
+    ),
+}
+
+
+def lesson(name: str) -> Lesson:
+    """The declaration of lesson ``name`` (a notebook's file name without ``.ipynb``)."""
+    if name not in LESSONS:
+        raise ParameterError(f"no lesson named {name!r}; known: {', '.join(LESSONS)}")
+    return LESSONS[name]
+
+
+def settle(name: str, namespace: Mapping[str, Any]) -> SimpleNamespace:
+    """Check lesson ``name``'s parameters as found in ``namespace`` (a notebook's ``globals()``) and settle them.
+
+    Only the declared names are read (the four shared ones, ``PROFILE``, ``SEED``, ``N_SEEDS``, ``DEVICE``, then
+    the lesson's own); a declared name missing from ``namespace`` is an error, so a parameters cell and its
+    declaration cannot drift apart unnoticed.
+    """
+    declared = lesson(name)
+    names = [*COMMON_RULES, *declared.rules]
+    missing = [n for n in names if n not in namespace]
+    if missing:
+        raise ParameterError(f"the parameters cell of {name} does not set {', '.join(missing)}")
+    return declared.settle({n: namespace[n] for n in names})

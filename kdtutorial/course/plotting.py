@@ -1,0 +1,91 @@
+"""One plotting style for the whole course, and byte-stable figure files (``figures_dir`` says where).
+
+Plotting helpers draw; they never train or load anything. ``savefig`` writes PNGs without the
+"Software" metadata, so the same figure gives the same bytes on every run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+FIGSIZE = (7.0, 3.6)
+DPI = 90
+
+
+def set_style() -> None:
+    """The course style (seaborn's whitegrid theme, compact fonts). Call once per notebook."""
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook", palette="colorblind")
+    plt.rcParams.update({"figure.figsize": FIGSIZE, "figure.dpi": DPI, "savefig.dpi": DPI, "axes.titlesize": 11})
+
+
+FIGURES_ENV = "KDTUTORIAL_FIGURES"
+
+
+def figures_dir(start: str | Path = ".") -> Path:
+    """The folder a notebook saves its figures in (created if needed).
+
+    ``$KDTUTORIAL_FIGURES`` when set (``make figures`` sets it to the committed ``figures/`` while it re-runs the
+    committed notebooks); else ``runs/figures`` of the course checkout when run from its ``notebooks/`` folder
+    (a workshop run, a test run or a JupyterLab session never writes over the tracked ``figures/``); else
+    ``./figures`` beside the notebook (Colab, a copied notebook).
+    """
+    import os
+
+    if os.environ.get(FIGURES_ENV, "").strip():
+        out = Path(os.environ[FIGURES_ENV]).expanduser().resolve()
+    else:
+        start = Path(start).resolve()
+        checkout = start.parent if (start.parent / "kdtutorial").is_dir() else start if (start / "kdtutorial").is_dir() else None
+        out = checkout / "runs" / "figures" if checkout is not None else start / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def savefig(fig, name: str, folder: str | Path | None = None) -> Path:
+    """Save ``fig`` as ``<folder>/<name>.png`` with byte-stable metadata; returns the path."""
+    folder = Path(folder) if folder is not None else figures_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    fig.savefig(path, bbox_inches="tight", metadata={"Software": None})
+    return path
+
+
+def bar_distributions(ax, dists: dict, class_names, title: str = "") -> None:
+    """Grouped bars: one group per class, one bar per entry of ``dists`` (label -> probabilities)."""
+    k = len(class_names)
+    width = 0.8 / max(len(dists), 1)
+    for i, (label, p) in enumerate(dists.items()):
+        p = p.detach().cpu() if hasattr(p, "detach") else p  # a tensor that requires grad cannot become an array
+        ax.bar(np.arange(k) + (i - (len(dists) - 1) / 2) * width, np.asarray(p), width, label=label)
+    ax.set_xticks(np.arange(k), class_names, rotation=45 if max(len(c) for c in class_names) > 2 else 0, ha="right" if max(len(c) for c in class_names) > 2 else "center")
+    ax.set_ylabel("probability")
+    ax.set_ylim(0, 1)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+
+
+def image_with_distribution(axes_pair, image, probs, class_names, title: str = "") -> None:
+    """An input image beside a bar chart of a model's (soft) distribution over the classes."""
+    ax_img, ax_bar = axes_pair
+    ax_img.imshow(np.asarray(image).squeeze(), cmap="gray_r")
+    ax_img.set_xticks([])
+    ax_img.set_yticks([])
+    ax_img.set_title(title, fontsize=9)
+    ax_bar.bar(range(len(class_names)), np.asarray(probs), color="C0")
+    ax_bar.set_yscale("log")
+    ax_bar.set_ylim(1e-5, 1.5)
+    ax_bar.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
+
+
+def heatmap(ax, table, fmt: str = ".1f", title: str = "", cmap: str = "viridis") -> None:
+    """Annotated heatmap of a pandas DataFrame (index on the y axis, columns on the x axis)."""
+    import seaborn as sns
+
+    sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, ax=ax, cbar=False)
+    if title:
+        ax.set_title(title)

@@ -1,0 +1,162 @@
+"""The training loop of the vision lessons (01, 02, 04), plus a safe cache of teacher outputs.
+
+``fit(model, train_set, objective, ...)`` runs mini-batch training with ``tqdm.auto`` progress and returns a
+``History``. An *objective* is any callable ``objective(student_logits, labels, indices) -> loss``; the ones
+the lessons use are in ``kdtutorial.vision.objectives``.
+
+Why the indices: distillation code often precomputes the teacher's logits once and then reads them
+back batch by batch. If the cached tensor is read by batch *position* while the loader shuffles, every
+student sees another image's soft targets, and nothing crashes. Here a dataset yields
+``(x, y, index)`` and ``TeacherCache`` is looked up by that index, so a shuffled batch gets its own
+teacher outputs by construction; the cache also remembers a fingerprint of the data it was built on
+and refuses to serve a different data set.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from kdtutorial.common.statistics import accuracy
+
+__all__ = ["History", "TeacherCache", "fingerprint", "predict_logits", "accuracy", "evaluate", "fit", "batches"]
+
+
+def fingerprint(x: torch.Tensor) -> str:
+    """A short hash of a tensor's shape and contents (identifies the data set a cache was built on)."""
+    h = hashlib.sha1(str(tuple(x.shape)).encode())
+    h.update(x.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def batches(n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None = None):
+    """Index tensors covering ``range(n)`` in chunks of ``batch_size``, shuffled with ``generator`` if asked."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    return order.split(batch_size)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, device="cpu", batch_size: int = 1024) -> torch.Tensor:
+    """The model's logits for every row of ``x``, in order, on the CPU (eval mode, no gradients)."""
+    was_training = model.training
+    model.eval()
+    out = [model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def evaluate(model: nn.Module, dataset, device="cpu") -> float:
+    """Top-1 test accuracy (percent) of ``model`` on an ``IndexedDataset``."""
+    return accuracy(predict_logits(model, dataset.x, device), dataset.y)
+
+
+class TeacherCache:
+    """Teacher logits for every example of one data set, looked up by example index.
+
+    Build it once with ``TeacherCache.build(teacher, dataset)``; read it with ``cache[indices]``.
+    ``cache.check(dataset)`` raises if it is used with a data set other than the one it was built on.
+    """
+
+    def __init__(self, logits: torch.Tensor, data_fingerprint: str):
+        self.logits = logits
+        self.data_fingerprint = data_fingerprint
+
+    @classmethod
+    def build(cls, teacher: nn.Module, dataset, device="cpu", batch_size: int = 1024) -> "TeacherCache":
+        return cls(predict_logits(teacher, dataset.x, device, batch_size), fingerprint(dataset.x))
+
+    def check(self, dataset) -> None:
+        if len(dataset) != len(self.logits) or fingerprint(dataset.x) != self.data_fingerprint:
+            raise ValueError(
+                "this TeacherCache was built on another data set (length or contents differ): "
+                "build a new cache for this data"
+            )
+
+    def __getitem__(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.logits[indices.to(self.logits.device)]
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+
+@dataclass
+class History:
+    """Per-epoch records of a ``fit`` call: ``epoch``, ``loss`` (mean over batches), optional ``val_acc``."""
+
+    records: list = field(default_factory=list)
+
+    def add(self, **row):
+        self.records.append(row)
+
+    def column(self, name):
+        return [r[name] for r in self.records if name in r]
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.records)
+
+
+def fit(
+    model: nn.Module,
+    train_set,
+    objective,
+    *,
+    epochs: int,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    device="cpu",
+    val_set=None,
+    amp: bool = False,
+    progress=None,
+    on_epoch_start=None,
+) -> History:
+    """Train ``model`` on ``train_set`` (an ``IndexedDataset``) by minimising ``objective`` with Adam.
+
+    ``objective(logits, labels, indices)`` returns the batch loss. The shuffling order comes from a
+    generator seeded with ``seed``, so two calls with the same seed see the same batches. ``amp=True``
+    uses bfloat16 autocast on CUDA (ignored on the CPU). ``progress``: an open ``tqdm`` bar to advance by
+    one per epoch (one bar for a whole experiment), or ``None`` for a bar of this call's own.
+    ``on_epoch_start(epoch)``: an optional hook (e.g. a temperature schedule stepping forward).
+    """
+    device = torch.device(device)
+    model.to(device).train()
+    x, y = train_set.x.to(device), train_set.y.to(device)
+    # fused Adam: one kernel per step on a GPU (same maths as the default implementation)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
+    generator = torch.Generator().manual_seed(int(seed))
+    use_amp = amp and device.type == "cuda"
+    history = History()
+    own_bar = progress is None
+    bar = tqdm(total=epochs, desc="epochs", leave=False) if own_bar else progress
+    try:
+        for epoch in range(1, epochs + 1):
+            if on_epoch_start is not None:
+                on_epoch_start(epoch)
+            total, count = 0.0, 0
+            for idx in batches(len(x), batch_size, shuffle=True, generator=generator):
+                idx_dev = idx.to(device)
+                ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+                with ctx:
+                    logits = model(x[idx_dev])
+                loss = objective(logits.float(), y[idx_dev], idx)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                total += loss.item() * len(idx)
+                count += len(idx)
+            row = {"epoch": epoch, "loss": total / count}
+            if val_set is not None:
+                row["val_acc"] = evaluate(model, val_set, device)
+            history.add(**row)
+            bar.update(1)
+    finally:
+        if own_bar:
+            bar.close()
+    model.eval()
+    return history

@@ -1,0 +1,127 @@
+"""The course notebooks under papermill: the committed outputs reproduced, every slider moved, non-default and bad
+parameters, hygiene.
+
+``test_committed_outputs_reproduce`` runs each committed notebook once, top to bottom in a fresh kernel, and
+compares its outputs with the committed ones (:mod:`kdtutorial.course.outputs`: strict, or within the tolerance a
+training cell states), then, in the same kernel, moves every slider through its range as a person would. Each
+notebook is copied into a temporary folder and run there, so its figures land in that folder and the committed
+ones in ``figures/`` stay untouched.
+"""
+import copy
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+
+from kdtutorial.course.outputs import compare_notebooks, load_sanitizers
+from kdtutorial.course.report import metrics_from_notebook
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ROOT / "notebooks"
+NBLINT = ROOT.parent / "shared" / "tools" / "nblint"
+
+# Small but complete runs: every cell executes, with parameters other than the defaults.
+SMALL = {
+    "01_soft_targets.ipynb": dict(N_SEEDS=2, EPOCHS=3, TEACHER_EPOCHS=2, GRID_T=[2.0], GRID_ALPHA=[0.5],
+                                  TEMPERATURE=2.0, ALPHA=0.5, N_LABELS=30, SEED=3),
+    "02_label_smoothing.ipynb": dict(N_SEEDS=2, EPOCHS=2, TEACHER_EPOCHS=2, KD_T=2.0, LS_EPSILON=0.2,
+                                     DEFECTIVE_STEPS=1, TFKD_A=0.8, SEED=5),
+    "03_distilbert_losses.ipynb": dict(N_SEEDS=2, BATCH_SIZE=16, HEAD_SENTENCES=64, HEAD_EPOCHS=1, DISTILL_SENTENCES=32,
+                                       FINETUNE_SENTENCES=32, STUDENT_LAYERS=[0, 5], T=4.0, SEED=1),
+    "04_annealing_kd.ipynb": dict(N_SEEDS=2, TEACHER_EPOCHS=2, TAU_MAX=2, EPOCHS_PER_STEP=1, STAGE2_EPOCHS=1,
+                                  GAP_TEACHERS=["mlp-small"], TEACHER="mlp-medium", TA="mlp-small", SEED=1),
+    "05_mate_kd.ipynb": dict(N_SEEDS=2, BATCH_SIZE=8, TEACHER_SENTENCES=48, STUDENT_SENTENCES=24, HEAD_SENTENCES=48,
+                             HEAD_EPOCHS=1, N_GEN=1, N_STUDENT=2, FORM="release", SWEEP=True, SWEEP_N_GEN=[2],
+                             STUDENT_LAYERS=[1], SEED=2),
+    "06_qadsm_two_tower.ipynb": dict(N_SEEDS=2, TRAIN_PAIRS=64, TEST_PAIRS=256, TRANSFER_PAIRS=128, STUDENT_LAYERS=[1],
+                                     KD_LOSS="bce", KD_TEMPERATURE=2.0, CANDIDATES="random", BATCH_SIZE=8, SEED=1),
+}
+# the data set each quick run reports (default: digits)
+QUICK_DATASET = {"03_distilbert_losses.ipynb": "sst2", "05_mate_kd.ipynb": "sst2", "06_qadsm_two_tower.ipynb": "qadsm-de"}
+BAD = {
+    "01_soft_targets.ipynb": ("N_SEEDS", 0, "N_SEEDS = 0 is not allowed: expected an integer from 1 to 50"),
+    "02_label_smoothing.ipynb": ("DATASET", "cifar10",
+                                 "DATASET = 'cifar10' is not allowed: expected one of 'digits', 'fashion-mnist'"),
+    "03_distilbert_losses.ipynb": ("STUDENT_LAYERS", [0, 9],
+                                   "STUDENT_LAYERS = [0, 9] is not allowed: the teacher has layers 0 to 5"),
+    "04_annealing_kd.ipynb": ("TAU_MAX", 0, "TAU_MAX = 0 is not allowed: expected an integer from 1 to 100"),
+    "05_mate_kd.ipynb": ("FORM", "both", "FORM = 'both' is not allowed: expected one of 'paper', 'release'"),
+    "06_qadsm_two_tower.ipynb": ("CANDIDATES", "bm25",
+                                 "CANDIDATES = 'bm25' is not allowed: expected one of 'neighbours', 'overlap', 'random'"),
+}
+
+
+SANITIZERS = ROOT / "tests" / "nbval_sanitize.cfg"
+# appended to the copy that is run: move every slider the notebook made, after "Run All"
+DRIVE_SLIDERS = ("import json\nfrom kdtutorial.course.widgets import drive_sliders\n"
+                 "print('SLIDERS ' + json.dumps(drive_sliders(), default=str))")
+
+
+def all_notebooks():
+    return sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def run(name, tmp_path, **parameters):
+    shutil.copy(NOTEBOOKS / name, tmp_path / name)
+    out = tmp_path / f"out_{name}"
+    pm.execute_notebook(str(tmp_path / name), str(out), parameters=parameters, kernel_name="python3",
+                        cwd=str(tmp_path), progress_bar=False)
+    return nbformat.read(out, as_version=4)
+
+
+def test_every_notebook_has_a_small_and_a_bad_case():
+    assert set(all_notebooks()) <= set(SMALL) and set(all_notebooks()) <= set(BAD)
+
+
+@pytest.mark.parametrize("name", all_notebooks())
+def test_committed_outputs_reproduce_and_sliders_work(name, tmp_path):
+    committed = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nb = copy.deepcopy(committed)
+    nb.cells.append(nbformat.v4.new_code_cell(DRIVE_SLIDERS))
+    nbformat.write(nb, tmp_path / name)
+    out = tmp_path / f"out_{name}"
+    pm.execute_notebook(str(tmp_path / name), str(out), kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+    fresh = nbformat.read(out, as_version=4)
+    mismatches, counts = compare_notebooks(committed, fresh, load_sanitizers(SANITIZERS))
+    printed = "".join(o.get("text", "") for o in fresh.cells[-1].outputs if o.output_type == "stream")
+    redraws = json.loads(printed.split("SLIDERS ", 1)[1])
+    print(f"{name}: {counts['strict']} cells strict, {counts['tolerance']} within their stated tolerance, "
+          f"{counts['ignored']} not compared; {len(redraws)} slider redraws")
+    assert not mismatches, f"{name}: outputs differ from the committed ones:\n" + "\n".join(map(str, mismatches))
+    broken = [r for r in redraws if r["figures"] != 1 or r["error"]]
+    assert not broken, f"{name}: a slider redraw failed or did not show exactly one figure: {broken}"
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_runs_with_non_default_parameters(name, tmp_path):
+    nb = run(name, tmp_path, **SMALL[name])
+    metrics = metrics_from_notebook(nb)
+    assert metrics["seeds"] == SMALL[name]["N_SEEDS"]
+    assert metrics["dataset"] == QUICK_DATASET.get(name, "digits")
+    assert any(p.suffix == ".png" for p in (tmp_path / "figures").iterdir())
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_parameter_fails_with_a_clear_message(name, tmp_path):
+    param, value, message = BAD[name]
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        run(name, tmp_path, **{param: value})
+    assert err.value.ename == "ParameterError"
+    assert message in err.value.evalue
+
+
+def test_bad_profile_fails_with_a_clear_message(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        run("01_soft_targets.ipynb", tmp_path, PROFILE="fast")
+    assert "PROFILE = 'fast' is not allowed: expected one of 'quick', 'full'" in err.value.evalue
+
+
+@pytest.mark.skipif(not NBLINT.exists(), reason="nblint lives in ../shared/tools (course maintainers' checkout)")
+def test_nblint_clean():
+    result = subprocess.run([sys.executable, str(NBLINT), "notebooks"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
