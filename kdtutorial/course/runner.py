@@ -30,7 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-PROFILES = ("quick", "full")
+from kdtutorial.course.parameters import PROFILES  # a light import: no torch
+
 DEFAULT_BUDGETS = {"quick": {"seconds": 180, "mib": 2048}, "full": {}}
 DEFAULT_KERNEL = "python3"
 NOTEBOOK_PATTERN = re.compile(r"^[0-9][0-9]_.*\.ipynb$")
