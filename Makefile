@@ -23,8 +23,11 @@ workshop: $(STAMP)
 full: $(STAMP)
 	$(BIN)/python -m kdtutorial run --profile full $(ARGS)
 
+# one test at a time: a text notebook runs two torch threads, and two of them on two cores slow each other down
+# many times over (OpenMP threads wait for each other). -rP prints what the tests report: bad values tried,
+# cells compared strictly / within tolerance, slider redraws.
 test: $(STAMP)
-	$(BIN)/python -m pytest tests -p no:cacheprovider
+	$(BIN)/python -m pytest tests -rP -p no:cacheprovider
 
 # only the committed notebooks re-run and compared with their outputs (strict / stated tolerance), sliders moved
 outputs: $(STAMP)

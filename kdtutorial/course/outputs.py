@@ -8,7 +8,8 @@ cell metadata states a tolerance, e.g. ``{"tolerance": {"abs": 0.5, "why": "..."
 everywhere except in the numbers, and each number may differ from the committed one by at most
 ``abs + rel * |committed|``. Where a training result decides a word (which method the validation split picks, an
 ordering of methods within noise), ``"vary"`` lists regular expressions of the spans allowed to differ; they are
-masked on both sides before the comparison, and everything else must still match.
+masked on both sides before the comparison, and everything else must still match (runs of spaces folded: a number
+one digit wider re-pads its table column).
 Cells marked ``# NBVAL_IGNORE_OUTPUT`` (timings, versions, live widgets) are not compared. Images and widget
 views are never compared (a figure's pixels are not a test).
 """
@@ -25,6 +26,7 @@ __all__ = ["NUMBER", "load_sanitizers", "sanitize", "output_text", "tolerance_of
 IGNORE_MARK = "# NBVAL_IGNORE_OUTPUT"
 #: a number as the notebooks print it: 1,234.5 / -0.25 / 3e-05 / 99.8% (the sign belongs to the number)
 NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+_SPACES = re.compile(r"[ \t]+")
 _SKIPPED_MIME = ("image/", "application/vnd.jupyter.widget-view+json")
 
 
@@ -54,14 +56,24 @@ def sanitize(text: str, sanitizers) -> str:
 
 
 def output_text(cell: dict) -> str:
-    """The comparable text of a code cell's outputs: streams, plain-text results and errors, in order."""
-    parts = []
+    """The comparable text of a code cell's outputs: streams, plain-text results and errors, in order.
+
+    Consecutive pieces of one stream are joined first, as a reader sees them: where a kernel happened to flush
+    a printed line in two pieces is not part of the output.
+    """
+    parts, stream = [], None
     for out in cell.get("outputs", []):
         kind = out["output_type"]
         if kind == "stream":
             text = out["text"] if isinstance(out["text"], str) else "".join(out["text"])
-            parts.append(f"[{out['name']}] {text}")
-        elif kind in ("execute_result", "display_data"):
+            if stream == out["name"]:
+                parts[-1] += text
+            else:
+                parts.append(f"[{out['name']}] {text}")
+            stream = out["name"]
+            continue
+        stream = None
+        if kind in ("execute_result", "display_data"):
             data = out.get("data", {})
             if any(m.startswith(_SKIPPED_MIME) for m in data):
                 continue
@@ -69,7 +81,7 @@ def output_text(cell: dict) -> str:
             parts.append(text if isinstance(text, str) else "".join(text))
         elif kind == "error":
             parts.append(f"{out['ename']}: {out['evalue']}")
-    return "\n".join(parts)
+    return "\n".join(p.rstrip("\n") for p in parts)
 
 
 def tolerance_of(cell: dict) -> dict | None:
@@ -96,19 +108,27 @@ def compare_text(committed: str, fresh: str, tolerance: dict | None = None) -> s
         return _first_difference(committed, fresh)
     for pattern in tolerance.get("vary", ()):
         committed, fresh = pattern.sub("<varies>", committed), pattern.sub("<varies>", fresh)
-    skeleton_a, skeleton_b = NUMBER.sub("#", committed), NUMBER.sub("#", fresh)
+    # a number one digit wider re-pads a printed table's column: compare the words with runs of spaces folded
+    skeleton_a, skeleton_b = (_SPACES.sub(" ", NUMBER.sub("#", s)) for s in (committed, fresh))
     if skeleton_a != skeleton_b:
         return "text differs outside the numbers: " + _first_difference(skeleton_a, skeleton_b)
-    worst = None
+    gap, allowed, a, b = _worst_gap(committed, fresh, tolerance)
+    if gap <= allowed + 1e-12:
+        return None
+    return f"committed {a}, now {b}: off by more than the stated tolerance ({allowed:g})"
+
+
+def _worst_gap(committed: str, fresh: str, tolerance: dict) -> tuple[float, float, str, str]:
+    """The number pair that uses most of its allowance: (gap, allowed, committed number, fresh number)."""
+    for pattern in tolerance.get("vary", ()):
+        committed, fresh = pattern.sub("<varies>", committed), pattern.sub("<varies>", fresh)
+    worst = (0.0, 1.0, "", "")
     for a, b in zip(NUMBER.findall(committed), NUMBER.findall(fresh)):
         allowed = tolerance["abs"] + tolerance["rel"] * abs(_number(a))
         gap = abs(_number(a) - _number(b))
-        if gap > allowed + 1e-12 and (worst is None or gap - allowed > worst[0]):
-            worst = (gap - allowed, a, b, allowed)
-    if worst is None:
-        return None
-    _, a, b, allowed = worst
-    return f"committed {a}, now {b}: off by more than the stated tolerance ({allowed:g})"
+        if gap / max(allowed, 1e-300) > worst[0] / max(worst[1], 1e-300):
+            worst = (gap, allowed, a, b)
+    return worst
 
 
 def _first_difference(a: str, b: str) -> str:
@@ -122,12 +142,13 @@ def _first_difference(a: str, b: str) -> str:
 def compare_notebooks(committed: dict, fresh: dict, sanitizers=()) -> tuple[list[Mismatch], dict]:
     """Compare every code cell of ``committed`` with the same cell of ``fresh`` (an executed copy).
 
-    Returns the mismatches and a count of the cells compared strictly, with a tolerance, and not at all.
+    Returns the mismatches and a count of the cells compared strictly, with a tolerance, and not at all, with
+    ``most_used``: the largest share of its tolerance that any number used (1.0 = right at the limit).
     """
     code_a = [(i, c) for i, c in enumerate(committed["cells"]) if c["cell_type"] == "code"]
     code_b = [c for c in fresh["cells"] if c["cell_type"] == "code"
               and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
-    counts = {"strict": 0, "tolerance": 0, "ignored": 0}
+    counts = {"strict": 0, "tolerance": 0, "ignored": 0, "most_used": 0.0}  # most_used: largest gap / allowed
     mismatches = []
     for (index, a), b in zip(code_a, code_b):
         source = a["source"] if isinstance(a["source"], str) else "".join(a["source"])
@@ -136,7 +157,11 @@ def compare_notebooks(committed: dict, fresh: dict, sanitizers=()) -> tuple[list
             continue
         tol = tolerance_of(a)
         counts["tolerance" if tol else "strict"] += 1
-        why = compare_text(sanitize(output_text(a), sanitizers), sanitize(output_text(b), sanitizers), tol)
+        text_a, text_b = sanitize(output_text(a), sanitizers), sanitize(output_text(b), sanitizers)
+        why = compare_text(text_a, text_b, tol)
+        if tol and not why:
+            gap, allowed, _, _ = _worst_gap(text_a, text_b, tol)
+            counts["most_used"] = max(counts["most_used"], gap / allowed if allowed else 0.0)
         if why:
             mismatches.append(Mismatch(index, a.get("execution_count"), why))
     return mismatches, counts

@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
+    "TwoTower",
     "mean_pool",
     "CosineCrossing",
     "ResidualCrossing",
@@ -166,7 +167,25 @@ POOLINGS = ("mean", "cls")
 CROSSINGS = ("cos", "res")
 
 
-class TwinBERT(nn.Module):
+class TwoTower(nn.Module):
+    """What every two-tower ranker shares: ``encode`` each side (a subclass defines it and ``crossing``), then score
+    the pair from the two vectors, so ad vectors can be computed once and cached for serving."""
+
+    def score_vectors(self, q_vec: torch.Tensor, ad_vec: torch.Tensor) -> torch.Tensor:
+        """Logits from (possibly cached) vectors; the batch dimensions broadcast."""
+        return self.crossing(q_vec, ad_vec)
+
+    def score_grid(self, q_vecs: torch.Tensor, ad_vecs: torch.Tensor) -> torch.Tensor:
+        """Logits of every query ``(Q, D)`` against every cached ad ``(A, D)``: ``(Q, A)``, equal to
+        ``score_vectors(q_vecs[:, None], ad_vecs[None])`` but computed the cheap way for each crossing."""
+        return self.crossing.grid(q_vecs, ad_vecs)
+
+    def forward(self, q_ids, q_mask, ad_ids, ad_mask) -> torch.Tensor:
+        """Relevance logits ``(B,)`` of the pairs (query ``i``, ad ``i``)."""
+        return self.score_vectors(self.encode(q_ids, q_mask, "query"), self.encode(ad_ids, ad_mask, "ad"))
+
+
+class TwinBERT(TwoTower):
     """Two BERT towers sharing one encoder, a pooling layer and a crossing layer (Lu et al., CIKM 2020).
 
     ``encoder`` is any BERT-like module called as ``encoder(input_ids=..., attention_mask=...)`` whose output
@@ -218,19 +237,6 @@ class TwinBERT(nn.Module):
         if self.pooling == "cls":
             return hidden[:, 0]
         return mean_pool(hidden, attention_mask)
-
-    def score_vectors(self, q_vec: torch.Tensor, ad_vec: torch.Tensor) -> torch.Tensor:
-        """Logits from (possibly cached) vectors; the batch dimensions broadcast."""
-        return self.crossing(q_vec, ad_vec)
-
-    def score_grid(self, q_vecs: torch.Tensor, ad_vecs: torch.Tensor) -> torch.Tensor:
-        """Logits of every query ``(Q, D)`` against every cached ad ``(A, D)``: ``(Q, A)``, equal to
-        ``score_vectors(q_vecs[:, None], ad_vecs[None])`` but computed the cheap way for each crossing."""
-        return self.crossing.grid(q_vecs, ad_vecs)
-
-    def forward(self, q_ids, q_mask, ad_ids, ad_mask) -> torch.Tensor:
-        """Relevance logits ``(B,)`` of the pairs (query ``i``, ad ``i``)."""
-        return self.score_vectors(self.encode(q_ids, q_mask, "query"), self.encode(ad_ids, ad_mask, "ad"))
 
 
 # ----------------------------------------------------------------------------- C-DSSM letter trigrams
@@ -328,7 +334,7 @@ class CDSSMTower(nn.Module):
         return torch.tanh(self.semantic(pooled))
 
 
-class CDSSM(nn.Module):
+class CDSSM(TwoTower):
     """The C-DSSM-style baseline of TwinBERT's table 2 (Shen et al., 2014), as a two-tower relevance model.
 
     Query and ad go through ``CDSSMTower`` (``shared=True``: one tower for both, as in ``TwinBERT``; the
@@ -372,15 +378,3 @@ class CDSSM(nn.Module):
         tower = self.query_tower if side == "query" else self.ad_tower
         return tower(trigram_ids, word_mask)
 
-    def score_vectors(self, q_vec: torch.Tensor, ad_vec: torch.Tensor) -> torch.Tensor:
-        """Logits from (possibly cached) vectors; the batch dimensions broadcast."""
-        return self.crossing(q_vec, ad_vec)
-
-    def score_grid(self, q_vecs: torch.Tensor, ad_vecs: torch.Tensor) -> torch.Tensor:
-        """Logits of every query ``(Q, D)`` against every cached ad ``(A, D)``: ``(Q, A)``, equal to
-        ``score_vectors(q_vecs[:, None], ad_vecs[None])`` but computed the cheap way for each crossing."""
-        return self.crossing.grid(q_vecs, ad_vecs)
-
-    def forward(self, q_ids, q_mask, ad_ids, ad_mask) -> torch.Tensor:
-        """Relevance logits ``(B,)`` of the pairs (query ``i``, ad ``i``)."""
-        return self.score_vectors(self.encode(q_ids, q_mask, "query"), self.encode(ad_ids, ad_mask, "ad"))

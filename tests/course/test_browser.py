@@ -6,7 +6,8 @@ papermill and nbval run the notebooks without a frontend, so they never move a s
 1. starts JupyterLab (no token, 127.0.0.1, a free port) on a temporary copy of ``notebooks/``, so the run never
    writes into the checkout, with isolated JupyterLab settings/workspaces (no news pop-up, every cell attached);
 2. opens ``01_soft_targets.ipynb`` in headless Chromium (Debian's ``chromium`` + ``chromedriver``), clears the
-   outputs and runs all cells, failing early on the first error output;
+   outputs and runs all cells (the copy's parameters cell set to a small run, ``SMALL_RUN``: every cell still
+   runs, in seconds), failing early on the first error output;
 3. moves the temperature slider ``T`` (keyboard on the slider handle; ``continuous_update=False`` redraws on
    release) and checks that the plot under it changed, that exactly one image is shown there, and that no
    traceback / error output appeared anywhere in the notebook (widget outputs included);
@@ -50,6 +51,24 @@ def _missing(reason):
     if os.environ.get("KDTUTORIAL_REQUIRE_BROWSER"):
         pytest.fail(reason + "; $KDTUTORIAL_REQUIRE_BROWSER is set, so the browser test may not skip")
     pytest.skip(reason)
+
+
+# A smaller run of the lesson: every cell still runs (the slider is made in section 1, before any training), but the
+# trained parts take seconds instead of minutes. Set in the copy's parameters cell, as a Colab learner would.
+SMALL_RUN = {"N_SEEDS": "1", "EPOCHS": "3", "TEACHER_EPOCHS": "2", "GRID_T": "[2.0]", "GRID_ALPHA": "[0.5]"}
+
+
+def _small_parameters(path):
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    lines = []
+    for line in cell.source.splitlines():
+        name = line.split("=", 1)[0].strip()
+        lines.append(f"{name} = {SMALL_RUN[name]}" if name in SMALL_RUN else line)
+    cell.source = "\n".join(lines)
+    nbformat.write(nb, path)
 
 
 def _browser_tools():
@@ -119,6 +138,7 @@ def jupyterlab(browser_tools, tmp_path):
     """A JupyterLab server on a copy of notebooks/; yields its base URL. Stops the server and its kernels."""
     root = tmp_path / "notebooks"
     shutil.copytree(ROOT / "notebooks", root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    _small_parameters(root / NOTEBOOK)
     settings = tmp_path / "lab-settings"
     for name, text in {
         # every cell attached to the DOM (no virtual scrolling), so the whole notebook can be inspected

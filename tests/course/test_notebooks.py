@@ -87,11 +87,15 @@ def test_committed_outputs_reproduce_and_sliders_work(name, tmp_path):
     out = tmp_path / f"out_{name}"
     pm.execute_notebook(str(tmp_path / name), str(out), kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
     fresh = nbformat.read(out, as_version=4)
+    kept = ROOT / "runs" / "outputs" / "test"  # git-ignored: the fresh run, for a maintainer to diff or inspect
+    kept.mkdir(parents=True, exist_ok=True)
+    shutil.copy(out, kept / name)
     mismatches, counts = compare_notebooks(committed, fresh, load_sanitizers(SANITIZERS))
     printed = "".join(o.get("text", "") for o in fresh.cells[-1].outputs if o.output_type == "stream")
     redraws = json.loads(printed.split("SLIDERS ", 1)[1])
     print(f"{name}: {counts['strict']} cells strict, {counts['tolerance']} within their stated tolerance, "
-          f"{counts['ignored']} not compared; {len(redraws)} slider redraws")
+          f"{counts['ignored']} not compared (largest gap: {counts['most_used']:.0%} of its tolerance); "
+          f"{len(redraws)} slider redraws")
     assert not mismatches, f"{name}: outputs differ from the committed ones:\n" + "\n".join(map(str, mismatches))
     broken = [r for r in redraws if r["figures"] != 1 or r["error"]]
     assert not broken, f"{name}: a slider redraw failed or did not show exactly one figure: {broken}"

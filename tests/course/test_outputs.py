@@ -52,7 +52,7 @@ def test_compare_notebooks_counts_and_reports():
                            cell("t 3 s\n", source="# NBVAL_IGNORE_OUTPUT\nprint()")]}
     fresh = {"cells": [cell("a 1.0\n"), cell("b 2.4\n"), cell("t 9 s\n")]}
     mismatches, counts = compare_notebooks(committed, fresh)
-    assert not mismatches and counts == {"strict": 1, "tolerance": 1, "ignored": 1}
+    assert not mismatches and counts == {"strict": 1, "tolerance": 1, "ignored": 1, "most_used": pytest.approx(0.8)}
     fresh["cells"][0] = cell("a 1.1\n")
     mismatches, _ = compare_notebooks(committed, fresh)
     assert len(mismatches) == 1 and mismatches[0].cell == 0
@@ -64,3 +64,17 @@ def test_images_and_widget_views_are_not_compared():
                                                               "text/plain": "0%|"}},
                      {"output_type": "execute_result", "data": {"text/plain": "42"}}]}
     assert output_text(c) == "42"
+
+
+def test_a_line_flushed_in_two_pieces_reads_as_one():
+    pieces = {"outputs": [{"output_type": "stream", "name": "stdout", "text": "gain +1.0"},
+                          {"output_type": "stream", "name": "stdout", "text": " <- chosen\n"}]}
+    whole = {"outputs": [{"output_type": "stream", "name": "stdout", "text": "gain +1.0 <- chosen\n"}]}
+    assert output_text(pieces) == output_text(whole) == "[stdout] gain +1.0 <- chosen"
+
+
+def test_a_wider_number_may_re_pad_its_table_column():
+    committed = "cnn-teacher   87370    99.8   93.9 ± 1.4"
+    fresh = "cnn-teacher   87370   100.0   94.0 ± 1.1"
+    assert compare_text(committed, fresh, tol(abs=0.5)) is None
+    assert compare_text(committed, fresh) is not None  # strict cells: the exact characters
