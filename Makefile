@@ -24,10 +24,10 @@ full: $(STAMP)
 	$(BIN)/python -m kdtutorial run --profile full $(ARGS)
 
 # one test at a time: a text notebook runs two torch threads, and two of them on two cores slow each other down
-# many times over (OpenMP threads wait for each other). -rP prints what the tests report: bad values tried,
-# cells compared strictly / within tolerance, slider redraws.
+# many times over (OpenMP threads wait for each other). The run ends with a "kdtutorial report": bad values
+# tried, cells compared strictly / within tolerance, slider redraws.
 test: $(STAMP)
-	$(BIN)/python -m pytest tests -rP -p no:cacheprovider
+	$(BIN)/python -m pytest tests -p no:cacheprovider
 
 # only the committed notebooks re-run and compared with their outputs (strict / stated tolerance), sliders moved
 outputs: $(STAMP)

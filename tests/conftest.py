@@ -1,4 +1,4 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules, and the run's report (what the tests measured, printed at the end)."""
 import pytest
 import torch
 
@@ -39,3 +39,22 @@ def tok():
     from kdtutorial.text import hub
 
     return hub.load_tokenizer(hub.DEFAULT_TEACHER)
+
+
+REPORT = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def report(request):
+    """``report(line)``: a line for the "kdtutorial report" printed after the run (bad values tried, cells
+    compared strictly or within tolerance, slider redraws), so a CI log shows them without -s."""
+    lines = request.config.stash.setdefault(REPORT, [])
+    return lines.append
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    lines = config.stash.get(REPORT, [])
+    if lines:
+        terminalreporter.section("kdtutorial report")
+        for line in lines:
+            terminalreporter.write_line(line)

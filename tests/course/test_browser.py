@@ -322,7 +322,7 @@ def _screenshot(driver, name: str, element=None) -> Path:
     return path
 
 
-def test_temperature_slider_redraws_without_errors(jupyterlab, browser):
+def test_temperature_slider_redraws_without_errors(jupyterlab, browser, report):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
@@ -422,6 +422,8 @@ def test_temperature_slider_redraws_without_errors(jupyterlab, browser):
         if problems:
             pytest.fail("\n\n".join(problems))
         print(f"[browser] passed in {time.monotonic() - t0:.0f} s")
+        report(f"browser: lesson 01 in JupyterLab, slider {SLIDER} moved to {after['value']}: one new figure, no error "
+               f"output ({time.monotonic() - t0:.0f} s); screenshot runs/browser/01_slider.png")
     except BaseException:
         try:
             found = driver.execute_script(SLIDER_JS, SLIDER)

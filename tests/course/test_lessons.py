@@ -1,6 +1,5 @@
 """Every parameter of every lesson rejected by name: bad values generated from the declarations in
 ``kdtutorial.course.lessons``; the declarations checked against the notebooks' parameters cells and the lesson code."""
-import ast
 import json
 from pathlib import Path
 
@@ -53,10 +52,10 @@ CASES = [(name, param, value, allowed) for name, lesson in lessons.LESSONS.items
          for param, rule in lesson.all_rules.items() for value, allowed in bad_values(rule)]
 
 
-def test_count_of_bad_values_tried():
+def test_count_of_bad_values_tried(report):
     params = {(n, p) for n, p, _, _ in CASES}
     declared = sum(len(lesson.all_rules) for lesson in lessons.LESSONS.values())
-    print(f"{len(CASES)} bad values tried for {len(params)} parameters of {len(lessons.LESSONS)} lessons")
+    report(f"parameters: {len(CASES)} bad values tried for {len(params)} parameters of {len(lessons.LESSONS)} lessons")
     assert len(params) == declared  # every declared parameter of every lesson has at least one bad value
 
 

@@ -79,7 +79,7 @@ def test_every_notebook_has_a_small_and_a_bad_case():
 
 
 @pytest.mark.parametrize("name", all_notebooks())
-def test_committed_outputs_reproduce_and_sliders_work(name, tmp_path):
+def test_committed_outputs_reproduce_and_sliders_work(name, tmp_path, report):
     committed = nbformat.read(NOTEBOOKS / name, as_version=4)
     nb = copy.deepcopy(committed)
     nb.cells.append(nbformat.v4.new_code_cell(DRIVE_SLIDERS))
@@ -93,7 +93,7 @@ def test_committed_outputs_reproduce_and_sliders_work(name, tmp_path):
     mismatches, counts = compare_notebooks(committed, fresh, load_sanitizers(SANITIZERS))
     printed = "".join(o.get("text", "") for o in fresh.cells[-1].outputs if o.output_type == "stream")
     redraws = json.loads(printed.split("SLIDERS ", 1)[1])
-    print(f"{name}: {counts['strict']} cells strict, {counts['tolerance']} within their stated tolerance, "
+    report(f"{name}: {counts['strict']} cells strict, {counts['tolerance']} within their stated tolerance, "
           f"{counts['ignored']} not compared (largest gap: {counts['most_used']:.0%} of its tolerance); "
           f"{len(redraws)} slider redraws")
     assert not mismatches, f"{name}: outputs differ from the committed ones:\n" + "\n".join(map(str, mismatches))
