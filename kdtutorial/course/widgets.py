@@ -87,6 +87,7 @@ def drive_sliders() -> list[dict]:
     ``figures == 1`` and ``error is None``.
     """
     import gc
+    import warnings
 
     import ipywidgets as w
     from IPython import get_ipython
@@ -108,7 +109,9 @@ def drive_sliders() -> list[dict]:
     rows = []
     shell.display_pub.publish, shell.showtraceback = publish, showtraceback
     try:
-        panels = [o for o in gc.get_objects() if isinstance(o, w.interactive)]
+        with warnings.catch_warnings():  # isinstance() on every live object wakes deprecated lazy attributes
+            warnings.simplefilter("ignore")
+            panels = [o for o in gc.get_objects() if isinstance(o, w.interactive)]
         for panel in panels:
             for control in panel.kwargs_widgets:
                 for value in _slider_values(control):

@@ -91,8 +91,8 @@ def test_committed_outputs_reproduce_and_sliders_work(name, tmp_path, report):
     kept.mkdir(parents=True, exist_ok=True)
     shutil.copy(out, kept / name)
     mismatches, counts = compare_notebooks(committed, fresh, load_sanitizers(SANITIZERS))
-    printed = "".join(o.get("text", "") for o in fresh.cells[-1].outputs if o.output_type == "stream")
-    redraws = json.loads(printed.split("SLIDERS ", 1)[1])
+    printed = "".join(o.text for o in fresh.cells[-1].outputs if o.output_type == "stream" and o.name == "stdout")
+    redraws = json.loads(next(line for line in printed.splitlines() if line.startswith("SLIDERS "))[len("SLIDERS "):])
     report(f"{name}: {counts['strict']} cells strict, {counts['tolerance']} within their stated tolerance, "
           f"{counts['ignored']} not compared (largest gap: {counts['most_used']:.0%} of its tolerance); "
           f"{len(redraws)} slider redraws")
