@@ -106,8 +106,7 @@ def compare_text(committed: str, fresh: str, tolerance: dict | None = None) -> s
         return None
     if tolerance is None:
         return _first_difference(committed, fresh)
-    for pattern in tolerance.get("vary", ()):
-        committed, fresh = pattern.sub("<varies>", committed), pattern.sub("<varies>", fresh)
+    committed, fresh = _mask(committed, tolerance), _mask(fresh, tolerance)
     # a number one digit wider re-pads a printed table's column: compare the words with runs of spaces folded
     skeleton_a, skeleton_b = (_SPACES.sub(" ", NUMBER.sub("#", s)) for s in (committed, fresh))
     if skeleton_a != skeleton_b:
@@ -118,10 +117,16 @@ def compare_text(committed: str, fresh: str, tolerance: dict | None = None) -> s
     return f"committed {a}, now {b}: off by more than the stated tolerance ({allowed:g})"
 
 
+def _mask(text: str, tolerance: dict) -> str:
+    """``text`` with the spans the tolerance lets vary replaced by ``<varies>`` (masking twice changes nothing)."""
+    for pattern in tolerance.get("vary", ()):
+        text = pattern.sub("<varies>", text)
+    return text
+
+
 def _worst_gap(committed: str, fresh: str, tolerance: dict) -> tuple[float, float, str, str]:
     """The number pair that uses most of its allowance: (gap, allowed, committed number, fresh number)."""
-    for pattern in tolerance.get("vary", ()):
-        committed, fresh = pattern.sub("<varies>", committed), pattern.sub("<varies>", fresh)
+    committed, fresh = _mask(committed, tolerance), _mask(fresh, tolerance)
     worst = (0.0, 1.0, "", "")
     for a, b in zip(NUMBER.findall(committed), NUMBER.findall(fresh)):
         allowed = tolerance["abs"] + tolerance["rel"] * abs(_number(a))
@@ -139,20 +144,27 @@ def _first_difference(a: str, b: str) -> str:
     return f"committed {len(la)} lines, now {len(lb)}"
 
 
+def _paired_code_cells(committed: dict, fresh: dict):
+    """``(index in committed, committed cell, fresh cell)`` for every code cell (papermill's injected cell skipped);
+    the committed cell is ``None`` where it is marked ``# NBVAL_IGNORE_OUTPUT``."""
+    code_a = [(i, c) for i, c in enumerate(committed["cells"]) if c["cell_type"] == "code"]
+    code_b = [c for c in fresh["cells"] if c["cell_type"] == "code"
+              and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    for (index, a), b in zip(code_a, code_b):
+        source = a["source"] if isinstance(a["source"], str) else "".join(a["source"])
+        yield index, (None if IGNORE_MARK in source else a), b
+
+
 def compare_notebooks(committed: dict, fresh: dict, sanitizers=()) -> tuple[list[Mismatch], dict]:
     """Compare every code cell of ``committed`` with the same cell of ``fresh`` (an executed copy).
 
     Returns the mismatches and a count of the cells compared strictly, with a tolerance, and not at all, with
     ``most_used``: the largest share of its tolerance that any number used (1.0 = right at the limit).
     """
-    code_a = [(i, c) for i, c in enumerate(committed["cells"]) if c["cell_type"] == "code"]
-    code_b = [c for c in fresh["cells"] if c["cell_type"] == "code"
-              and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
     counts = {"strict": 0, "tolerance": 0, "ignored": 0, "most_used": 0.0}  # most_used: largest gap / allowed
     mismatches = []
-    for (index, a), b in zip(code_a, code_b):
-        source = a["source"] if isinstance(a["source"], str) else "".join(a["source"])
-        if IGNORE_MARK in source:
+    for index, a, b in _paired_code_cells(committed, fresh):
+        if a is None:
             counts["ignored"] += 1
             continue
         tol = tolerance_of(a)
@@ -171,12 +183,8 @@ def differing_lines(committed: dict, fresh: dict, sanitizers=()) -> list[str]:
     """Every output line of a compared cell that differs, committed and fresh side by side (for a maintainer who
     sets or checks a tolerance; the test shows the first difference of each failing cell)."""
     rows = []
-    code_b = [c for c in fresh["cells"] if c["cell_type"] == "code"
-              and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
-    code_a = [(i, c) for i, c in enumerate(committed["cells"]) if c["cell_type"] == "code"]
-    for (index, a), b in zip(code_a, code_b):
-        source = a["source"] if isinstance(a["source"], str) else "".join(a["source"])
-        if IGNORE_MARK in source:
+    for index, a, b in _paired_code_cells(committed, fresh):
+        if a is None:
             continue
         ta, tb = sanitize(output_text(a), sanitizers).splitlines(), sanitize(output_text(b), sanitizers).splitlines()
         for k in range(max(len(ta), len(tb))):

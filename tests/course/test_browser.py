@@ -109,7 +109,14 @@ def _stop_tree(proc: subprocess.Popen | None, grace: float = 15.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-    _, alive = psutil.wait_procs(family, timeout=5)
+    _kill_leftovers(family, timeout=5)
+
+
+def _kill_leftovers(family, timeout: float) -> None:
+    """Wait up to ``timeout`` for the processes of ``family`` to end, then SIGKILL those still alive."""
+    import psutil
+
+    _, alive = psutil.wait_procs(family, timeout=timeout)
     for p in alive:
         try:
             p.kill()
@@ -218,12 +225,7 @@ def browser(browser_tools, tmp_path):
         try:
             driver.quit()
         finally:
-            _, alive = psutil.wait_procs(family, timeout=10)
-            for p in alive:
-                try:
-                    p.kill()
-                except psutil.NoSuchProcess:
-                    pass
+            _kill_leftovers(family, timeout=10)
 
 
 # --------------------------------------------------------------------------- the notebook, seen from the page
