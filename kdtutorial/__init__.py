@@ -11,7 +11,8 @@ The package has one folder per part of the course; parts depend one way only
                layer-copied students, DistilBERT's losses, masked-LM pre-training, fine-tuning, MATE-KD, SST-2
 * ``ranking``  lesson 06: XGLUE QADSM, transfer sets, the cross-encoder teacher, two-tower students, relevance
                KD losses, ranking metrics, multi-GPU scaling
-* ``course``   the machinery: notebook parameters, the suite runner, metrics reports, plotting, sliders
+* ``course``   the machinery: notebook parameters, the suite runner, metrics reports, the archived full runs,
+               plotting (one colour per method), one diagram per lesson, sliders
 
 Notebooks write ``import kdtutorial as kd`` and reach every module by its own name, ``kd.losses``,
 ``kd.rankers``, ...: ``MODULES`` below says which part each name lives in. Modules load on first use, so
@@ -32,7 +33,8 @@ MODULES = {
                     "text"),
     **dict.fromkeys(("qadsm", "transfer", "crossencoder", "twotower", "rankers", "relevance", "metrics", "scaling"),
                     "ranking"),
-    **dict.fromkeys(("parameters", "lessons", "runner", "report", "outputs", "plotting", "widgets"), "course"),
+    **dict.fromkeys(("parameters", "lessons", "runner", "report", "outputs", "plotting", "widgets", "archive",
+                     "diagrams"), "course"),
 }
 
 __all__ = [*PARTS, *MODULES]

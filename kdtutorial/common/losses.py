@@ -1,6 +1,6 @@
 """Distillation losses, each written as the paper writes it.
 
-Conventions used everywhere in the course (and pinned by ``tests/test_losses.py``):
+Conventions used everywhere in the course (and pinned by ``tests/common/test_losses.py``):
 
 * Logits are ``[batch, classes]``. Soft targets are ``softmax(z / T)``, and the temperature ``T`` is
   applied to *both* teacher and student.
@@ -100,18 +100,21 @@ def logit_matching_loss(student_logits: torch.Tensor, teacher_logits: torch.Tens
     return ((zs - zt) ** 2).sum(dim=-1).mean() / (2 * K)
 
 
-def smoothed_targets(labels: torch.Tensor, n_classes: int, alpha: float, prior: torch.Tensor | None = None) -> torch.Tensor:
-    """Label-smoothed targets ``q' = alpha * q + (1 - alpha) * u`` (Szegedy et al., 2016; Yuan et al., 2020 eq. 2).
+def smoothed_targets(labels: torch.Tensor, n_classes: int, epsilon: float, prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Label-smoothed targets ``q' = (1 - epsilon) * q + epsilon * u`` (Szegedy et al., 2016; Yuan et al., 2020
+    eq. 2, whose alpha is this epsilon).
 
     ``q`` is the one-hot label; ``u`` is ``prior`` (a ``[K]`` or ``[batch, K]`` distribution), uniform by
-    default. With a teacher's softened distribution as ``u``, this is KD seen as learned label smoothing.
+    default. ``epsilon`` weighs the prior, as KD's alpha weighs the soft term (lesson 01) and as in
+    ``F.cross_entropy(label_smoothing=epsilon)``: one convention for the whole course. With a teacher's softened
+    distribution as ``u``, this is KD seen as learned label smoothing.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
     q = F.one_hot(labels, n_classes).to(torch.get_default_dtype())
     if prior is None:
         prior = torch.full((n_classes,), 1.0 / n_classes)
-    return alpha * q + (1.0 - alpha) * prior.to(q.device, q.dtype)
+    return (1.0 - epsilon) * q + epsilon * prior.to(q.device, q.dtype)
 
 
 def label_smoothing_loss(student_logits: torch.Tensor, labels: torch.Tensor, epsilon: float = 0.1) -> torch.Tensor:
@@ -121,7 +124,7 @@ def label_smoothing_loss(student_logits: torch.Tensor, labels: torch.Tensor, eps
     ``H(q', p) = (1 - eps) H(q, p) + eps H(u, p)`` can be read off.
     """
     K = student_logits.shape[-1]
-    return soft_cross_entropy(student_logits, smoothed_targets(labels, K, 1.0 - epsilon))
+    return soft_cross_entropy(student_logits, smoothed_targets(labels, K, epsilon))
 
 
 def virtual_teacher(labels: torch.Tensor, n_classes: int, a: float = 0.9) -> torch.Tensor:

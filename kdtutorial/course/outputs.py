@@ -10,7 +10,7 @@ everywhere except in the numbers, and each number may differ from the committed 
 ordering of methods within noise), ``"vary"`` lists regular expressions of the spans allowed to differ; they are
 masked on both sides before the comparison, and everything else must still match (runs of spaces folded: a number
 one digit wider re-pads its table column).
-Cells marked ``# NBVAL_IGNORE_OUTPUT`` (timings, versions, live widgets) are not compared. Images and widget
+Cells tagged ``nbval-ignore-output`` (or marked ``# NBVAL_IGNORE_OUTPUT``; timings, versions, live widgets) are not compared. Images and widget
 views are never compared (a figure's pixels are not a test).
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ __all__ = ["NUMBER", "load_sanitizers", "sanitize", "output_text", "tolerance_of
            "differing_lines", "Mismatch"]
 
 IGNORE_MARK = "# NBVAL_IGNORE_OUTPUT"
+IGNORE_TAG = "nbval-ignore-output"  # nbval's cell tag: the same, out of the learner's way
 #: a number as the notebooks print it: 1,234.5 / -0.25 / 3e-05 / 99.8% (the sign belongs to the number)
 NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
 _SPACES = re.compile(r"[ \t]+")
@@ -146,13 +147,14 @@ def _first_difference(a: str, b: str) -> str:
 
 def _paired_code_cells(committed: dict, fresh: dict):
     """``(index in committed, committed cell, fresh cell)`` for every code cell (papermill's injected cell skipped);
-    the committed cell is ``None`` where it is marked ``# NBVAL_IGNORE_OUTPUT``."""
+    the committed cell is ``None`` where it is marked ``# NBVAL_IGNORE_OUTPUT`` or tagged ``nbval-ignore-output``."""
     code_a = [(i, c) for i, c in enumerate(committed["cells"]) if c["cell_type"] == "code"]
     code_b = [c for c in fresh["cells"] if c["cell_type"] == "code"
               and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
     for (index, a), b in zip(code_a, code_b):
         source = a["source"] if isinstance(a["source"], str) else "".join(a["source"])
-        yield index, (None if IGNORE_MARK in source else a), b
+        ignored = IGNORE_MARK in source or IGNORE_TAG in a.get("metadata", {}).get("tags", [])
+        yield index, (None if ignored else a), b
 
 
 def compare_notebooks(committed: dict, fresh: dict, sanitizers=()) -> tuple[list[Mismatch], dict]:

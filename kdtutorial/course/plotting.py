@@ -13,6 +13,32 @@ import numpy as np
 FIGSIZE = (7.0, 3.6)
 DPI = 90
 
+# one colour per method in every panel of every lesson (seaborn's colour-blind palette); the first matching
+# key wins, so "TwinBERT_res, distilled" is a distilled student and "KD + random mask" is not plain KD
+_PALETTE = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
+            "#56b4e9"]
+METHOD_COLOURS = (
+    ("teacher", "#333333"), ("MATE-KD", "#d55e00"), ("random mask", "#de8f05"), ("Annealing KD", "#d55e00"),
+    ("TAKD", "#cc78bc"), ("label smoothing", "#029e73"), ("Tf-KD", "#ca9161"), ("defective", "#fbafe4"),
+    ("reverse", "#56b4e9"), ("random init", "#ca9161"), ("without L", "#cc78bc"), ("internal", "#56b4e9"),
+    ("no distillation", "#949494"), ("no KD", "#949494"), ("labels only", "#949494"), ("scratch", "#949494"),
+    ("baseline", "#949494"), ("distilled", "#0173b2"), ("KD", "#0173b2"), ("student", "#0173b2"),
+)
+
+
+def colour(method: str) -> str:
+    """The course's colour for ``method`` (a teacher is dark grey, a label-only student light grey, KD blue, ...).
+
+    Names are matched by the known keys of ``METHOD_COLOURS`` (first match wins); any other name gets a palette
+    colour chosen by a stable hash of the name, so it is the same in every panel and every run.
+    """
+    for key, value in METHOD_COLOURS:
+        if key.lower() in method.lower():
+            return value
+    import zlib
+
+    return _PALETTE[zlib.crc32(method.encode()) % len(_PALETTE)]
+
 
 def set_style() -> None:
     """The course style (seaborn's whitegrid theme, compact fonts). Call once per notebook."""

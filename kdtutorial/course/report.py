@@ -21,16 +21,26 @@ def _plain(value):
     return value
 
 
-def record_metrics(**metrics) -> None:
-    """Display ``metrics`` (name -> number or short string) for the reader and for the suite runner."""
+class Recorded(dict):
+    """The metrics ``record_metrics`` returns: a plain dict that Jupyter does not echo when a cell ends with the call
+    (``record_metrics`` already showed them once)."""
+
+    def _ipython_display_(self):
+        pass
+
+
+def record_metrics(**metrics) -> dict:
+    """Display ``metrics`` (name -> number or short string) for the reader and for the suite runner; return them
+    (plain Python values), e.g. for :func:`kdtutorial.course.archive.beside`."""
     clean = {k: _plain(v) for k, v in metrics.items()}
     text = "headline metrics: " + ", ".join(f"{k}={v}" for k, v in clean.items())
     try:
         from IPython.display import display
     except ImportError:  # plain Python: just print
         print(text)
-        return
+        return Recorded(clean)
     display({"text/plain": text, METRICS_MIME: json.loads(json.dumps(clean))}, raw=True)
+    return Recorded(clean)
 
 
 def metrics_from_notebook(nb) -> dict:

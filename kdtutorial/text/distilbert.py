@@ -14,10 +14,11 @@ The *triple loss* of a student ``s`` learning from a teacher ``t`` on masked tex
 
 The release's example weights are ``w_ce = 5, w_mlm = 2, w_cos = 1`` (:data:`RELEASE_WEIGHTS`).
 
-The *internal-representation* variant of the seed talk (as in TinyBERT-style layer distillation) matches what
-happens inside the network instead of the last hidden state: ``L_attn`` is the KL divergence between the
-teacher's and the student's self-attention distributions of mapped layers (student layer ``i`` <-> teacher
-layer ``layers[i]``), and ``L_cls`` is ``1 - cos`` between their [CLS] vectors.
+The *internal-representation* variant (Aguilar et al., "Knowledge Distillation from Internal Representations",
+AAAI 2020) matches what happens inside the network instead of the last hidden state: ``L_attn`` is the KL
+divergence between the teacher's and the student's self-attention distributions of mapped layers (student layer
+``i`` <-> teacher layer ``layers[i]``), MiniLM's loss (Wang et al., NeurIPS 2020; TinyBERT, Jiao et al. 2020,
+uses an MSE on the attention scores instead), and ``L_cls`` is ``1 - cos`` between their [CLS] vectors.
 """
 from __future__ import annotations
 

@@ -49,10 +49,11 @@ def cell(text, source="print()", **metadata):
 
 def test_compare_notebooks_counts_and_reports():
     committed = {"cells": [cell("a 1.0\n"), cell("b 2.0\n", tolerance={"abs": 0.5, "why": "t"}),
-                           cell("t 3 s\n", source="# NBVAL_IGNORE_OUTPUT\nprint()")]}
-    fresh = {"cells": [cell("a 1.0\n"), cell("b 2.4\n"), cell("t 9 s\n")]}
+                           cell("t 3 s\n", source="# NBVAL_IGNORE_OUTPUT\nprint()"),
+                           cell("t 4 s\n", tags=["nbval-ignore-output"])]}  # the tag: the same, out of sight
+    fresh = {"cells": [cell("a 1.0\n"), cell("b 2.4\n"), cell("t 9 s\n"), cell("t 8 s\n")]}
     mismatches, counts = compare_notebooks(committed, fresh)
-    assert not mismatches and counts == {"strict": 1, "tolerance": 1, "ignored": 1, "most_used": pytest.approx(0.8)}
+    assert not mismatches and counts == {"strict": 1, "tolerance": 1, "ignored": 2, "most_used": pytest.approx(0.8)}
     fresh["cells"][0] = cell("a 1.1\n")
     mismatches, _ = compare_notebooks(committed, fresh)
     assert len(mismatches) == 1 and mismatches[0].cell == 0

@@ -6,7 +6,6 @@ from kdtutorial.common import losses
 from kdtutorial.vision import models, objectives
 from kdtutorial.vision.data import IndexedDataset, load_vision
 from kdtutorial.common.environment import resolve_device, seed_everything
-from kdtutorial.common.statistics import compare, seeds_from, summarize
 from kdtutorial.vision.experiments import train_model
 from kdtutorial.vision.training import TeacherCache, batches, evaluate, fit
 from kdtutorial.common import modules
@@ -132,18 +131,3 @@ def test_device_resolution():
             resolve_device("cuda")
 
 
-def test_summarize_mean_std():
-    recs = [dict(method="a", test_acc=v) for v in (90.0, 92.0)] + [dict(method="b", test_acc=80.0)]
-    table = summarize(recs)
-    assert table.loc["a", "test_acc"] == "91.0 ± 1.4"
-    assert table.loc["b", "std"] == 0.0
-    assert seeds_from(5, 3) == [5, 6, 7]
-
-
-def test_compare_gain_against_seed_noise():
-    recs = ([dict(method="kd", test_acc=v) for v in (91.0, 92.0, 93.0)]
-            + [dict(method="base", test_acc=v) for v in (90.0, 90.5, 91.0)])
-    gain, noise, beyond = compare(recs, "kd", "base")
-    assert gain == pytest.approx(1.5) and noise == pytest.approx(1.0) and beyond
-    gain, noise, beyond = compare(recs, "base", "kd")
-    assert gain == pytest.approx(-1.5) and not beyond

@@ -1,0 +1,186 @@
+"""The archived full-profile runs, shown beside a quick run's live numbers.
+
+A quick run on a laptop CPU shows the mechanics of a lesson; only the full profile (a GPU, the whole data set,
+more seeds) shows the result. The executed full-profile notebooks are archived in ``results/full/``. Their
+headline metrics (what ``record_metrics`` recorded), their main results table, the device, the date and the
+commit that archived them are collected into ``full_results.json`` beside this module, so a learner on Colab
+or Binder, who has the package but not the repository's ``results/`` folder, sees them too.
+``tests/course/test_archive.py`` rebuilds that file from ``results/full/`` and checks the two agree.
+
+Maintainers: after archiving a new full run, update ``SOURCES`` (file, commit, date, wall time) and run
+``python -m kdtutorial.course.archive`` to rewrite ``full_results.json``.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kdtutorial.course.report import metrics_from_notebook
+
+ARCHIVE_FILE = Path(__file__).with_name("full_results.json")
+
+#: lesson -> where its archived full run comes from: the notebook in results/full/, the commit that archived it,
+#: its date, the wall time of the run, and the source line that starts the cell holding the main results table
+SOURCES = {
+    "01_soft_targets": dict(notebook="01_soft_targets.ipynb", commit="703928e", date="2026-11-21",
+                            wall="7 min 30 s", table="table = kd.experiments.summarize(records)"),
+    "02_label_smoothing": dict(notebook="02_label_smoothing.ipynb", commit="703928e", date="2026-11-21",
+                               wall="8 min 0 s", table="frame = pd.DataFrame(records)"),
+    "03_distilbert_losses": dict(notebook="03_distilbert_losses.ipynb", commit="618bf25", date="2026-11-21",
+                                 wall="6 min 7 s", table="seeds = kd.experiments.seeds_from(P.SEED, P.N_SEEDS)"),
+    "04_annealing_kd": dict(notebook="04_annealing_kd.ipynb", commit="4369e72", date="2026-11-21",
+                            wall="8 min 52 s", table="ta_model, _, ta_acc ="),
+    "05_mate_kd": dict(notebook="05_mate_kd.ipynb", commit="253b781", date="2026-11-21",
+                       wall="4 min 44 s", table="table = kd.experiments.summarize(records, order=list(METHODS))"),
+    "06_qadsm_two_tower": dict(notebook="06_qadsm_two_tower.ipynb", commit="e0e08f5", date="2026-11-22",
+                               wall="9 min 34 s", table="records, scores, servers = [], {}, {}"),
+}
+
+#: lesson -> (metric key, label) of the headline numbers shown beside a quick run, in order
+HEADLINES = {
+    "01_soft_targets": [("dataset", "data set"), ("seeds", "seeds"), ("teacher_acc", "teacher accuracy (%)"),
+                        ("scratch_acc", "student from scratch (%)"), ("kd_acc", "distilled student (%)"),
+                        ("kd_chosen", "KD setting chosen on validation"), ("kd_gain", "gain of KD (points)"),
+                        ("soft_only_acc", "soft targets only, no labels (%)")],
+    "02_label_smoothing": [("dataset", "data set"), ("seeds", "seeds"), ("baseline_acc", "baseline student (%)"),
+                           ("label_smoothing_gain", "label smoothing (gain, points)"),
+                           ("normal_kd_gain", "normal KD (gain)"), ("reverse_kd_gain", "reverse KD (gain)"),
+                           ("defective_kd_gain", "defective teacher (gain)"), ("tfkd_self_gain", "Tf-KD self (gain)"),
+                           ("tfkd_reg_gain", "Tf-KD reg (gain)"), ("findings_reproduced", "findings reproduced")],
+    "03_distilbert_losses": [("seeds", "seeds"), ("teacher_acc", "teacher, 6 layers (%)"),
+                             ("distilled_acc", "distilled student, 3 layers (%)"),
+                             ("no_distill_acc", "same student, no distillation (%)"),
+                             ("random_init_acc", "random init + triple loss (%)"),
+                             ("retained_pct", "retained (% of the teacher)"), ("speedup", "CPU speed-up (x)")],
+    "04_annealing_kd": [("dataset", "data set"), ("seeds", "seeds"), ("teacher_acc", "teacher (%)"),
+                        ("scratch_acc", "scratch (%)"), ("vanilla_kd_acc", "vanilla KD (%)"), ("takd_acc", "TAKD (%)"),
+                        ("annealing_kd_acc", "Annealing KD (%)"), ("akd_minus_kd", "Annealing KD - KD (points)")],
+    "05_mate_kd": [("seeds", "seeds"), ("teacher_acc", "teacher (%)"), ("no_kd_acc", "student, no KD (%)"),
+                   ("kd_acc", "KD (%)"), ("random_mask_acc", "KD + random mask (%)"), ("mate_kd_acc", "MATE-KD (%)"),
+                   ("mate_minus_kd", "MATE-KD - KD (points)")],
+    "06_qadsm_two_tower": [("seeds", "seeds"), ("transfer_pairs", "transfer pairs"), ("teacher_auc", "teacher ROC-AUC"),
+                           ("cdssm_auc", "C-DSSM ROC-AUC"), ("cos_label_auc", "TwinBERT_cos, labels only"),
+                           ("cos_distilled_auc", "TwinBERT_cos, distilled"), ("res_label_auc", "TwinBERT_res, labels only"),
+                           ("res_distilled_auc", "TwinBERT_res, distilled"),
+                           ("res_kd_gain_points", "KD gain, TwinBERT_res (AUC points)"),
+                           ("retained_pct", "retained (% of the teacher's AUC)"),
+                           ("serving_ratio_cos", "serving speed-up, TwinBERT_cos (x)")],
+}
+
+_PROGRESS = re.compile(r"\d+%\|")  # a tqdm progress bar's line
+_BANNER = re.compile(r"python (\S+) \| torch (\S+) \| device (.+?) \| cpu threads")
+
+
+@dataclass(frozen=True)
+class FullRun:
+    """One archived full-profile run of a lesson."""
+
+    lesson: str
+    notebook: str
+    device: str
+    software: str
+    commit: str
+    date: str
+    wall: str
+    metrics: dict = field(default_factory=dict)
+    table: str = ""
+
+    @property
+    def label(self) -> str:
+        """``archived full run (NVIDIA H100 80GB HBM3, 2026-11-21, commit 618bf25)``."""
+        return f"archived full run ({self.device}, {self.date}, commit {self.commit})"
+
+    @property
+    def short_label(self) -> str:
+        """``full run: H100, 2026-11-21, 618bf25``: a table column's name."""
+        gpu = self.device.removeprefix("NVIDIA ").split()[0]
+        return f"full run: {gpu}, {self.date}, {self.commit}"
+
+
+def _cell_text(cell) -> str:
+    """What a cell printed to stdout and returned as plain text (progress bars on stderr left out)."""
+    parts = []
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream" and out.get("name") == "stdout":
+            parts.extend(line for line in "".join(out["text"]).splitlines(keepends=True)
+                         if not _PROGRESS.search(line))
+        elif out.get("output_type") in ("execute_result", "display_data") and "text/plain" in out.get("data", {}):
+            if not {"image/png", "application/vnd.jupyter.widget-view+json"} & set(out["data"]):
+                parts.append("".join(out["data"]["text/plain"]) + "\n")
+    return "".join(parts).strip("\n")
+
+
+def extract(lesson: str, results_dir: str | Path) -> dict:
+    """Read one lesson's archived notebook in ``results_dir`` into the record ``full_results.json`` holds."""
+    if lesson not in SOURCES:
+        raise KeyError(f"no archived full run is declared for {lesson!r}: known are {', '.join(SOURCES)}")
+    source = SOURCES[lesson]
+    nb = json.loads((Path(results_dir) / source["notebook"]).read_text())
+    device = software = None
+    table = ""
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        text = _cell_text(cell)
+        match = _BANNER.search(text)
+        if match and device is None:
+            device, software = match.group(3), f"python {match.group(1)}, torch {match.group(2)}"
+        if "".join(cell["source"]).startswith(source["table"]) and not table:
+            table = text
+    if device is None or not table:
+        raise ValueError(f"{source['notebook']}: no banner line or no cell starting {source['table']!r}")
+    device = re.sub(r"^cuda \((.*)\)$", r"\1", device)
+    return dict(lesson=lesson, notebook=source["notebook"], device=device, software=software,
+                commit=source["commit"], date=source["date"], wall=source["wall"],
+                metrics=metrics_from_notebook(nb), table=table)
+
+
+def build_archive(results_dir: str | Path) -> dict:
+    """Every declared lesson's record, as ``full_results.json`` stores them."""
+    return {lesson: extract(lesson, results_dir) for lesson in SOURCES}
+
+
+def full_run(lesson: str, archive: str | Path = ARCHIVE_FILE) -> FullRun:
+    """The archived full-profile run of ``lesson`` (e.g. ``"01_soft_targets"``)."""
+    records = json.loads(Path(archive).read_text())
+    if lesson not in records:
+        raise KeyError(f"no archived full run of {lesson!r}: archived are {', '.join(records)}")
+    return FullRun(**records[lesson])
+
+
+def _shown(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return "-" if value is None else str(value)
+
+
+def beside(lesson: str, live: dict, live_label: str = "this run", archive: str | Path = ARCHIVE_FILE):
+    """A table of the lesson's headline numbers: ``live`` (metric key -> value, this run's, e.g. what
+    ``record_metrics`` returned; other keys are left out) beside the archived full run's, one row per headline
+    metric, labelled with the archived run's device, date and commit (``FullRun.short_label``)."""
+    import pandas as pd
+
+    run = full_run(lesson, archive)
+    if not set(live) & {key for key, _ in HEADLINES[lesson]}:
+        raise KeyError(f"{lesson}: none of {', '.join(sorted(live))} is a headline metric "
+                       f"({', '.join(key for key, _ in HEADLINES[lesson])})")
+    rows = {label: {live_label: _shown(live.get(key)), run.short_label: _shown(run.metrics.get(key))}
+            for key, label in HEADLINES[lesson] if key in live or key in run.metrics}
+    return pd.DataFrame(rows).T
+
+
+def show_full_table(lesson: str, archive: str | Path = ARCHIVE_FILE) -> None:
+    """Print the archived full run's main results table under a label naming its device, date and commit."""
+    run = full_run(lesson, archive)
+    print(f"{run.label}, {run.wall}, {run.software}; results/full/{run.notebook}:")
+    print(run.table)
+
+
+if __name__ == "__main__":  # python -m kdtutorial.course.archive [results_dir]
+    import sys
+
+    here = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "results" / "full"
+    ARCHIVE_FILE.write_text(json.dumps(build_archive(here), indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {ARCHIVE_FILE}")

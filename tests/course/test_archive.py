@@ -1,0 +1,56 @@
+"""The archived full-profile results shown beside a quick run: the packaged copy agrees with results/full/."""
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kdtutorial.course import archive, lessons
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "results" / "full"
+
+
+def test_packaged_archive_is_rebuilt_from_results_full():
+    packaged = json.loads(archive.ARCHIVE_FILE.read_text())
+    assert packaged == archive.build_archive(RESULTS), "run: python -m kdtutorial.course.archive"
+
+
+def test_every_lesson_has_an_archived_full_run_with_its_headlines():
+    assert set(archive.SOURCES) == set(lessons.LESSONS) == set(archive.HEADLINES)
+    for lesson in archive.SOURCES:
+        run = archive.full_run(lesson)
+        assert run.device and run.device != "cpu" and run.metrics and "±" in run.table
+        missing = [key for key, _ in archive.HEADLINES[lesson] if key not in run.metrics]
+        assert not missing, f"{lesson}: headline metrics the archived run did not record: {missing}"
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs the git checkout")
+def test_each_commit_named_archived_that_notebook():
+    for lesson, source in archive.SOURCES.items():
+        changed = subprocess.run(["git", "show", "--name-only", "--format=%ad", "--date=short", source["commit"]],
+                                 cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+        assert f"results/full/{source['notebook']}" in changed, f"{lesson}: {source['commit']} did not archive it"
+        assert changed[0] == source["date"], f"{lesson}: commit {source['commit']} is dated {changed[0]}"
+
+
+def test_beside_labels_the_archived_column_and_refuses_unknown_metrics():
+    table = archive.beside("04_annealing_kd", {"seeds": 5, "scratch_acc": 94.2, "seed_std": 1.0},
+                           live_label="quick run")
+    full = "full run: H100, 2026-11-21, 4369e72"
+    assert list(table.columns) == ["quick run", full]
+    assert table.loc["scratch (%)", "quick run"] == "94.2" and table.loc["scratch (%)", full] == "83.3"
+    assert table.loc["TAKD (%)", "quick run"] == "-"
+    assert "seed_std" not in table.index  # keys that are no headline are left out
+    with pytest.raises(KeyError, match="none of scratch_accuracy is a headline metric"):
+        archive.beside("04_annealing_kd", {"scratch_accuracy": 1.0})
+    with pytest.raises(KeyError, match="no archived full run"):
+        archive.full_run("99_nothing")
+
+
+def test_show_full_table_prints_the_label_and_no_progress_bars(capsys):
+    archive.show_full_table("06_qadsm_two_tower")
+    out = capsys.readouterr().out
+    assert out.startswith("archived full run (NVIDIA H100 80GB HBM3, 2026-11-22, commit e0e08f5), 9 min 34 s")
+    assert "TwinBERT_res, distilled        3  0.812 ± 0.001" in out and "it/s" not in out
