@@ -7,8 +7,9 @@ The package has one folder per part of the course; parts depend one way only
                devices, verified downloads, seeded stratified splits, parameter counts
 * ``vision``   lessons 01, 02, 04: digits / Fashion-MNIST, MLP and CNN models, the vision training loop,
                objectives binding the losses to cached teacher outputs, multi-seed experiments
-* ``text``     lessons 03, 05: model resolution, tokenised batches, the text training loop (``optim``),
-               layer-copied students, DistilBERT's losses, masked-LM pre-training, fine-tuning, MATE-KD, SST-2
+* ``text``     lessons 03, 05 (and lesson 07's first pieces): model resolution, tokenised batches, the text training loop (``optim``),
+               layer-copied students, DistilBERT's losses, masked-LM pre-training, fine-tuning, MATE-KD, SST-2,
+               layer maps and intermediate-layer losses (PKD, TinyBERT, CKD, ALP-KD)
 * ``ranking``  lesson 06: XGLUE QADSM, transfer sets, the cross-encoder teacher, two-tower students, relevance
                KD losses, ranking metrics, multi-GPU scaling
 * ``course``   the machinery: notebook parameters, the suite runner, metrics reports, the archived full runs,
@@ -29,7 +30,8 @@ MODULES = {
     **dict.fromkeys(("losses", "schedules", "statistics", "environment", "downloads", "splits", "modules", "checks"),
                     "common"),
     **dict.fromkeys(("data", "models", "training", "objectives", "experiments"), "vision"),
-    **dict.fromkeys(("hub", "tokens", "optim", "students", "distilbert", "pretraining", "finetuning", "matekd", "sst2"),
+    **dict.fromkeys(("hub", "tokens", "optim", "students", "distilbert", "pretraining", "finetuning", "matekd", "sst2",
+                     "layers", "intermediate"),
                     "text"),
     **dict.fromkeys(("qadsm", "transfer", "crossencoder", "twotower", "rankers", "relevance", "metrics", "scaling"),
                     "ranking"),
