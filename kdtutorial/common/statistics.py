@@ -64,7 +64,7 @@ class Paired:
 
 def paired(records, method: str, baseline: str, metric: str = "test_acc", level: float = 0.95,
            seed_key: str = "seed") -> Paired:
-    """Compare ``method`` with ``baseline`` seed by seed: the course's one test of "better than seed noise".
+    r"""Compare ``method`` with ``baseline`` seed by seed: the course's one test of "better than seed noise".
 
     Both methods ran with the same seeds (same data order and initialisation where the recipe allows), so the
     per-seed differences :math:`d_i = m_i - b_i` remove the part of the noise the two runs share. Reported: their
