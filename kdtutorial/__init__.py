@@ -31,7 +31,7 @@ MODULES = {
                     "common"),
     **dict.fromkeys(("data", "models", "training", "objectives", "experiments"), "vision"),
     **dict.fromkeys(("hub", "tokens", "optim", "students", "distilbert", "pretraining", "finetuning", "matekd", "sst2",
-                     "layers", "intermediate"),
+                     "layers", "intermediate", "layerdistil"),
                     "text"),
     **dict.fromkeys(("qadsm", "transfer", "crossencoder", "twotower", "rankers", "relevance", "metrics", "scaling"),
                     "ranking"),

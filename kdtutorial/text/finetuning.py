@@ -40,11 +40,17 @@ class SentenceClassifier(nn.Module):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         if attention_mask is None:
             raise ValueError("attention_mask is required: mean pooling averages over the real tokens it marks")
+        return self.logits_and_states(input_ids, attention_mask, inputs_embeds)[0]
+
+    def logits_and_states(self, input_ids=None, attention_mask=None, inputs_embeds=None, hidden_states=False):
+        """``(logits, states)``: the logits of :meth:`forward` and, with ``hidden_states=True``, the encoder's
+        ``hidden_states`` tuple (index 0 the embeddings, ``l`` the output of layer ``l``; else ``None``)."""
         tokens = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
-        hidden = self.encoder(**tokens, attention_mask=attention_mask).last_hidden_state
+        out = self.encoder(**tokens, attention_mask=attention_mask, output_hidden_states=hidden_states)
+        hidden = out.last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-        return self.head(self.dropout(pooled))
+        return self.head(self.dropout(pooled)), (out.hidden_states if hidden_states else None)
 
 
 def fine_tune(model: nn.Module, text, labels, *, epochs: int = 2, lr: float = 5e-5, batch_size: int = 32,
