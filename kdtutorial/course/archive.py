@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kdtutorial.course.outputs import output_text
 from kdtutorial.course.report import metrics_from_notebook
 
 ARCHIVE_FILE = Path(__file__).with_name("full_results.json")
@@ -100,16 +101,11 @@ class FullRun:
 
 
 def _cell_text(cell) -> str:
-    """What a cell printed to stdout and returned as plain text (progress bars on stderr left out)."""
-    parts = []
-    for out in cell.get("outputs", []):
-        if out.get("output_type") == "stream" and out.get("name") == "stdout":
-            parts.extend(line for line in "".join(out["text"]).splitlines(keepends=True)
-                         if not _PROGRESS.search(line))
-        elif out.get("output_type") in ("execute_result", "display_data") and "text/plain" in out.get("data", {}):
-            if not {"image/png", "application/vnd.jupyter.widget-view+json"} & set(out["data"]):
-                parts.append("".join(out["data"]["text/plain"]) + "\n")
-    return "".join(parts).strip("\n")
+    """What a cell printed to stdout and showed as plain text (:func:`~kdtutorial.course.outputs.output_text`'s
+    rule: no images, no widget views), without stderr and without progress-bar lines."""
+    shown = [o for o in cell.get("outputs", []) if o.get("output_type") != "stream" or o.get("name") == "stdout"]
+    text = output_text({"outputs": shown}).replace("[stdout] ", "")
+    return "\n".join(line for line in text.splitlines() if not _PROGRESS.search(line)).strip("\n")
 
 
 def extract(lesson: str, results_dir: str | Path) -> dict:

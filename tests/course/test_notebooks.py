@@ -74,8 +74,10 @@ def all_notebooks():
     return sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
-def run(name, tmp_path, **parameters):
-    shutil.copy(NOTEBOOKS / name, tmp_path / name)
+def run(name, tmp_path, copy=True, **parameters):
+    """Execute ``name`` in ``tmp_path`` (a fresh copy of the committed notebook unless ``copy=False``: one is there)."""
+    if copy:
+        shutil.copy(NOTEBOOKS / name, tmp_path / name)
     out = tmp_path / f"out_{name}"
     pm.execute_notebook(str(tmp_path / name), str(out), parameters=parameters, kernel_name="python3",
                         cwd=str(tmp_path), progress_bar=False)
@@ -157,12 +159,9 @@ def executed(kind, name, tmp_path, side_by_side):
         return folder, out
     if kind == "committed":
         committed_copy(name, tmp_path)
-        pm.execute_notebook(str(tmp_path / name), str(tmp_path / f"out_{name}"), kernel_name="python3",
-                            cwd=str(tmp_path), progress_bar=False)
+        run(name, tmp_path, copy=False)
     else:
-        shutil.copy(NOTEBOOKS / name, tmp_path / name)
-        pm.execute_notebook(str(tmp_path / name), str(tmp_path / f"out_{name}"), parameters=SMALL[name],
-                            kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+        run(name, tmp_path, **SMALL[name])
     return tmp_path, tmp_path / f"out_{name}"
 
 
