@@ -21,6 +21,7 @@ workshop: $(STAMP)
 	$(BIN)/python -m kdtutorial run --profile quick $(ARGS)
 
 full: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-full.txt
 	$(BIN)/python -m kdtutorial run --profile full $(ARGS)
 
 # one test at a time: a text notebook runs two torch threads, and two of them on two cores slow each other down

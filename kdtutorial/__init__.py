@@ -7,9 +7,10 @@ The package has one folder per part of the course; parts depend one way only
                devices, verified downloads, seeded stratified splits, parameter counts
 * ``vision``   lessons 01, 02, 04: digits / Fashion-MNIST, MLP and CNN models, the vision training loop,
                objectives binding the losses to cached teacher outputs, multi-seed experiments
-* ``text``     lessons 03, 05 (and lesson 07's first pieces): model resolution, tokenised batches, the text training loop (``optim``),
+* ``text``     lessons 03, 05, 07: model resolution, tokenised batches, the text training loop (``optim``),
                layer-copied students, DistilBERT's losses, masked-LM pre-training, fine-tuning, MATE-KD, SST-2,
-               layer maps and intermediate-layer losses (PKD, TinyBERT, CKD, ALP-KD)
+               layer maps and intermediate-layer losses (PKD, TinyBERT, CKD, ALP-KD), GLUE tasks and scores
+               (SST-2, RTE, MRPC, CoLA)
 * ``ranking``  lesson 06: XGLUE QADSM, transfer sets, the cross-encoder teacher, two-tower students, relevance
                KD losses, ranking metrics, multi-GPU scaling
 * ``course``   the machinery: notebook parameters, the suite runner, metrics reports, the archived full runs,
@@ -31,7 +32,7 @@ MODULES = {
                     "common"),
     **dict.fromkeys(("data", "models", "training", "objectives", "experiments"), "vision"),
     **dict.fromkeys(("hub", "tokens", "optim", "students", "distilbert", "pretraining", "finetuning", "matekd", "sst2",
-                     "layers", "intermediate", "layerdistil"),
+                     "layers", "intermediate", "layerdistil", "layercompare", "glue"),
                     "text"),
     **dict.fromkeys(("qadsm", "transfer", "crossencoder", "twotower", "rankers", "relevance", "metrics", "scaling"),
                     "ranking"),

@@ -68,6 +68,11 @@ HEADLINES = {
                            ("res_kd_gain_points", "KD gain, TwinBERT_res (AUC points)"),
                            ("retained_pct", "retained (% of the teacher's AUC)"),
                            ("serving_ratio_cos", "serving speed-up, TwinBERT_cos (x)")],
+    "07_layer_distillation": [("task", "task (the first of the run)"), ("seeds", "seeds"),
+                              ("student_layers", "student layers"), ("teacher_score", "teacher (dev)"),
+                              ("no_kd", "no KD"), ("kd", "KD"), ("pkd_skip", "PKD-Skip"), ("pkd_last", "PKD-Last"),
+                              ("tinybert", "TinyBERT"), ("ckd_no", "CKD-NO"), ("ckd_po", "CKD-PO"), ("alp_kd", "ALP-KD"),
+                              ("alp_minus_pkd", "ALP-KD - PKD-Skip (points)"), ("alp_vs_pkd", "ALP-KD vs PKD-Skip")],
 }
 
 _PROGRESS = re.compile(r"\d+%\|")  # a tqdm progress bar's line
@@ -158,6 +163,9 @@ def beside(lesson: str, live: dict, live_label: str = "this run", archive: str |
     metric, labelled with the archived run's device, date and commit (``FullRun.short_label``)."""
     import pandas as pd
 
+    if lesson not in json.loads(Path(archive).read_text()):  # a lesson whose full run is not archived yet
+        return pd.DataFrame({live_label: {label: _shown(live.get(key)) for key, label in HEADLINES[lesson]
+                                          if key in live}})
     run = full_run(lesson, archive)
     if not set(live) & {key for key, _ in HEADLINES[lesson]}:
         raise KeyError(f"{lesson}: none of {', '.join(sorted(live))} is a headline metric "
@@ -169,6 +177,9 @@ def beside(lesson: str, live: dict, live_label: str = "this run", archive: str |
 
 def show_full_table(lesson: str, archive: str | Path = ARCHIVE_FILE) -> None:
     """Print the archived full run's main results table under a label naming its device, date and commit."""
+    if lesson not in json.loads(Path(archive).read_text()):
+        print(f"no archived full run of {lesson} yet: run the full profile (make full) to make one")
+        return
     run = full_run(lesson, archive)
     print(f"{run.label}, {run.wall}, {run.software}; results/full/{run.notebook}:")
     print(run.table)

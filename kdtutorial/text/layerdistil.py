@@ -33,19 +33,54 @@ TERMS = ("none", "kd", "pkd", "tinybert", "ckd", "alp")
 _MAP_OF_TERM = {"pkd": ("pkd-skip", "pkd-last"), "tinybert": ("tinybert",), "ckd": ("ckd-no", "ckd-po"), "alp": ("alp",)}
 
 
+class TeacherBatchCache:
+    """The frozen teacher's outputs (logits and every hidden state) per batch, computed once and reused.
+
+    They depend only on the batch, not on the student: in a comparison where every method of a seed sees the same
+    batches (the batch order follows the seed), the teacher's forward pass is needed once per batch, not once per
+    method. Batches are recognised by their token ids; an entry that would pass ``max_bytes`` is not stored (the
+    teacher then simply runs again). Clear it when the batches change (:meth:`clear`)."""
+
+    def __init__(self, max_bytes: int = 1 << 30):
+        self.max_bytes, self.bytes, self.hits, self.misses = int(max_bytes), 0, 0, 0
+        self._store = {}
+
+    def clear(self) -> None:
+        self._store.clear()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    @torch.no_grad()
+    def outputs(self, teacher, input_ids, attention_mask):
+        """``(logits, hidden states)`` of ``teacher`` on the batch, from the store when it was seen before."""
+        key = (tuple(input_ids.shape), input_ids.cpu().numpy().tobytes(), attention_mask.cpu().numpy().tobytes())
+        if key in self._store:
+            self.hits += 1
+            return self._store[key]
+        self.misses += 1
+        logits, states = teacher.logits_and_states(input_ids, attention_mask, hidden_states=True)
+        size = logits.numel() * logits.element_size() + sum(h.numel() * h.element_size() for h in states)
+        if self.bytes + size <= self.max_bytes:
+            self._store[key] = (logits, tuple(states))
+            self.bytes += size
+        return logits, states
+
+
 class LayerDistiller(nn.Module):
     """A frozen teacher classifier beside the student classifier, with the projections ``term`` needs; its forward
     returns the student's logits and keeps ``teacher_logits``, ``layer_loss`` (and, for ALP-KD, ``alp_weights``,
-    ``[m, batch, n]``) of the batch."""
+    ``[m, batch, n]``) of the batch. ``cache``: a :class:`TeacherBatchCache` shared by several distillers."""
 
-    def __init__(self, teacher, student, term: str, lmap: LayerMap | None = None):
+    def __init__(self, teacher, student, term: str, lmap: LayerMap | None = None, cache: TeacherBatchCache | None = None):
         super().__init__()
         if term not in TERMS:
             raise ValueError(f"term = {term!r} is not allowed: expected one of {', '.join(TERMS)}")
         if term in _MAP_OF_TERM and (lmap is None or lmap.method not in _MAP_OF_TERM[term]):
             raise ValueError(f"term = {term!r} needs a layer map of kind {' or '.join(_MAP_OF_TERM[term])}, "
                              f"got {None if lmap is None else lmap.method!r}")
-        self.teacher, self.student, self.term, self.lmap = teacher, student, term, lmap
+        self.teacher, self.student, self.term, self.lmap, self.cache = teacher, student, term, lmap, cache
         n, m = len(encoder_layers(teacher.encoder)), len(encoder_layers(student.encoder))
         if lmap is not None:
             lmap.check(student_layers=m, teacher_layers=n)
@@ -69,9 +104,12 @@ class LayerDistiller(nn.Module):
 
     def forward(self, input_ids, attention_mask):
         needs_states = self.term not in ("none", "kd")
-        with torch.no_grad():
-            self.teacher_logits, t_states = self.teacher.logits_and_states(input_ids, attention_mask,
-                                                                           hidden_states=needs_states)
+        if self.cache is not None:
+            self.teacher_logits, t_states = self.cache.outputs(self.teacher, input_ids, attention_mask)
+        else:
+            with torch.no_grad():
+                self.teacher_logits, t_states = self.teacher.logits_and_states(input_ids, attention_mask,
+                                                                               hidden_states=needs_states)
         logits, s_states = self.student.logits_and_states(input_ids, attention_mask, hidden_states=needs_states)
         self.layer_loss = self._layer_term(s_states, t_states, attention_mask) if needs_states else logits.new_zeros(())
         return logits
@@ -90,15 +128,18 @@ class LayerDistiller(nn.Module):
             return loss
         # tinybert: hidden states (and embeddings) through the projection, attention scores of mapped layers
         s_layers, t_layers = encoder_layers(self.student.encoder), encoder_layers(self.teacher.encoder)
+        s_bias = intermediate.position_bias(self.student.encoder, s[0])  # MPNet's relative positions; else None
+        with torch.no_grad():
+            t_bias = intermediate.position_bias(self.teacher.encoder, t[0])
         total = 0.0
         for j, ts in links.items():
             k = ts[0][0]
             proj = self.projections[str(j)] if str(j) in self.projections else None
             total = total + intermediate.tinybert_hidden_loss(s[j], t[k], proj)
             if j >= 1:
-                a_s = intermediate.attention_scores(s_layers[j - 1].attention, s[j - 1], mask)
+                a_s = intermediate.attention_scores(s_layers[j - 1].attention, s[j - 1], mask, s_bias)
                 with torch.no_grad():
-                    a_t = intermediate.attention_scores(t_layers[k - 1].attention, t[k - 1], mask)
+                    a_t = intermediate.attention_scores(t_layers[k - 1].attention, t[k - 1], mask, t_bias)
                 total = total + intermediate.tinybert_attention_loss(a_s, a_t, mask)
         return total
 
@@ -106,11 +147,14 @@ class LayerDistiller(nn.Module):
 def distil_with_layers(teacher, student, text, labels, *, term: str, lmap: LayerMap | None = None, T: float = 5.0,
                        alpha: float = 0.5, beta: float = 1.0, epochs: int = 1, lr: float = 5e-5, batch_size: int = 32,
                        seed: int = 0, device="cpu", amp: bool = False, max_steps: int | None = None,
+                       freeze_embeddings: bool = False, after_epoch=None, cache: TeacherBatchCache | None = None,
                        progress: bool = True):
     """Train ``student`` (a :class:`~kdtutorial.text.finetuning.SentenceClassifier`) on ``text`` / ``labels`` by
     ``term`` (see the module docstring; ``none``: cross-entropy only, whatever ``alpha`` and ``beta``). Returns
-    ``(losses per step, the LayerDistiller)``; the student is trained in place."""
-    distiller = LayerDistiller(teacher, student, term, lmap)
+    ``(losses per step, the LayerDistiller)``; the student is trained in place. ``freeze_embeddings`` keeps the
+    student's embedding layer fixed (a cheaper CPU step); ``after_epoch`` as in ``train_steps``; ``cache`` reuses
+    the teacher's outputs of batches seen before (:class:`TeacherBatchCache`)."""
+    distiller = LayerDistiller(teacher, student, term, lmap, cache)
     if term == "none":
         alpha, beta = 0.0, 0.0
     if term == "kd":
@@ -128,9 +172,10 @@ def distil_with_layers(teacher, student, text, labels, *, term: str, lmap: Layer
             loss = loss + alpha * kd_kl_loss(logits, distiller.teacher_logits.float(), T)
         return loss + beta * distiller.layer_loss if beta else loss
 
+    frozen = list(teacher.parameters()) + (list(student.encoder.embeddings.parameters()) if freeze_embeddings else [])
     losses = train_steps(distiller, batches, loss_of, n_rows=len(text), epochs=epochs, batch_size=batch_size, lr=lr,
                          weight_decay=0.01, warmup=0.1, device=device, amp=amp, max_steps=max_steps,
-                         frozen=list(teacher.parameters()), desc=f"distil ({term})", progress=progress)
-    for p in teacher.parameters():  # train_steps gives frozen parameters their requires_grad back
+                         frozen=frozen, desc=f"distil ({term})", progress=progress, after_epoch=after_epoch)
+    for p in teacher.parameters():  # train_steps gives frozen parameters their requires_grad back (the teacher's not)
         p.requires_grad_(False)
     return losses, distiller

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["TokenizedText", "PaddedIds", "tokenize", "padded_batches", "pad_rows"]
+__all__ = ["TokenizedText", "PaddedIds", "tokenize", "tokenize_sentence_pairs", "padded_batches", "pad_rows"]
 
 
 @dataclass
@@ -73,6 +73,26 @@ def tokenize(tokenizer, sentences, max_length: int) -> TokenizedText:
     if max_length < 4:
         raise ValueError(f"max_length must be at least 4 tokens, got {max_length}")
     encoded = tokenizer(list(sentences), truncation=True, max_length=int(max_length), padding=False)
+    return TokenizedText(encoded["input_ids"], int(tokenizer.pad_token_id), frozenset(tokenizer.all_special_ids))
+
+
+def tokenize_sentence_pairs(tokenizer, first, second, max_length: int) -> TokenizedText:
+    """Tokenise sentence pairs ``[CLS] first [SEP] second [SEP]``, at most ``max_length`` tokens, without padding.
+
+    Row ``i`` pairs ``first[i]`` with ``second[i]``; the tokenizer's ``truncation=True`` (longest first) cuts the
+    longer side. With ``second=None`` this is :func:`tokenize` of ``first``. The ids hold no segment ids
+    (``token_type_ids``): the two sentences are told apart by the ``[SEP]`` between them.
+    """
+    if second is None:
+        return tokenize(tokenizer, first, max_length)
+    if isinstance(first, str) or isinstance(second, str):
+        raise TypeError("first and second must be sequences of strings, not one string")
+    first, second = list(first), list(second)
+    if len(first) != len(second):
+        raise ValueError(f"{len(first)} first sentences but {len(second)} second ones: row i of each is pair i")
+    if max_length < 5:
+        raise ValueError(f"max_length must leave room for [CLS] a [SEP] b [SEP]: at least 5, got {max_length}")
+    encoded = tokenizer(first, second, truncation=True, max_length=int(max_length), padding=False)
     return TokenizedText(encoded["input_ids"], int(tokenizer.pad_token_id), frozenset(tokenizer.all_special_ids))
 
 

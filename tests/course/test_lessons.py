@@ -111,3 +111,8 @@ def test_literal_choices_match_the_lesson_code():
     assert lessons.VISION_DATASETS == VISION_NAMES
     assert set(lessons.TRANSFER_CANDIDATES) == set(TRANSFER_CANDIDATES)
     assert lessons.QADSM_LANGS == QADSM_LANGS
+    from kdtutorial.text.glue import GLUE_TASKS
+    from kdtutorial.text.layercompare import INITS, METHODS
+
+    assert lessons.GLUE_TASKS == GLUE_TASKS
+    assert lessons.LAYER_METHODS == tuple(METHODS) and lessons.STUDENT_INITS == INITS

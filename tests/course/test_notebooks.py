@@ -41,9 +41,13 @@ SMALL = {  # text lessons: one seed (their verdict lines then say "not judged"),
                              STUDENT_LAYERS=[1], SEED=2),
     "06_qadsm_two_tower.ipynb": dict(N_SEEDS=1, TRAIN_PAIRS=64, TEST_PAIRS=256, TRANSFER_PAIRS=128, STUDENT_LAYERS=[1],
                                      KD_LOSS="bce", KD_TEMPERATURE=2.0, CANDIDATES="random", BATCH_SIZE=8, SEED=1),
+    "07_layer_distillation.ipynb": dict(N_SEEDS=1, BATCH_SIZE=16, TEACHER_SENTENCES=64, STUDENT_SENTENCES=32,
+                                        SELECT_SENTENCES=32, STUDENT_SIZES=[2], RANDOM_INIT_VARIANT=True, T=2.0,
+                                        BETA_PKD=10.0, SEED=1),
 }
 # the data set each quick run reports (default: digits)
-QUICK_DATASET = {"03_distilbert_losses.ipynb": "sst2", "05_mate_kd.ipynb": "sst2", "06_qadsm_two_tower.ipynb": "qadsm-de"}
+QUICK_DATASET = {"03_distilbert_losses.ipynb": "sst2", "05_mate_kd.ipynb": "sst2", "06_qadsm_two_tower.ipynb": "qadsm-de",
+                 "07_layer_distillation.ipynb": "sst2"}
 BAD = {
     "01_soft_targets.ipynb": ("N_SEEDS", 0, "N_SEEDS = 0 is not allowed: expected an integer from 1 to 50"),
     "02_label_smoothing.ipynb": ("DATASET", "cifar10",
@@ -54,6 +58,8 @@ BAD = {
     "05_mate_kd.ipynb": ("FORM", "both", "FORM = 'both' is not allowed: expected one of 'paper', 'release'"),
     "06_qadsm_two_tower.ipynb": ("CANDIDATES", "bm25",
                                  "CANDIDATES = 'bm25' is not allowed: expected one of 'neighbours', 'overlap', 'random'"),
+    "07_layer_distillation.ipynb": ("STUDENT_SIZES", [6], "STUDENT_SIZES = [6] is not allowed: the teacher has 6 layers, "
+                                    "a student 1 to 5"),
 }
 
 

@@ -84,6 +84,29 @@ def test_attention_scores_softmax_to_the_models_probabilities():
                           (q @ k.T / math.sqrt(d))[:, :5]), scores_0
 
 
+def test_attention_scores_of_mpnet_include_its_position_bias():
+    """MPNet (the full profile's teacher) names its projections q / k and adds a relative-position bias shared by
+    its layers: the rebuilt scores must still softmax to the probabilities the model returns."""
+    from transformers import MPNetConfig, MPNetModel
+
+    torch.manual_seed(0)
+    cfg = MPNetConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                      max_position_embeddings=20, attn_implementation="eager")
+    model = MPNetModel(cfg).eval()
+    ids = torch.tensor([[0, 5, 7, 9, 2, 1], [0, 11, 2, 1, 1, 1]])
+    mask = (ids != 1).long()
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+        bias = im.position_bias(model, out.hidden_states[0])
+        assert bias is not None and bias.shape == (2, 2, 6, 6)
+        for layer in range(2):
+            scores = im.attention_scores(model.encoder.layer[layer].attention, out.hidden_states[layer], mask, bias)
+            assert torch.allclose(scores.softmax(-1), out.attentions[layer], atol=1e-10)
+            no_bias = im.attention_scores(model.encoder.layer[layer].attention, out.hidden_states[layer], mask)
+            assert not torch.allclose(no_bias.softmax(-1), out.attentions[layer], atol=1e-4)
+    assert im.position_bias(_bert(), out.hidden_states[0]) is None  # BERT's positions are in its embeddings
+
+
 def test_tinybert_attention_loss_zeroes_padding():
     torch.manual_seed(1)
     mask = torch.tensor([[1, 1, 1, 0]])
