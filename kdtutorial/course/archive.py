@@ -37,6 +37,8 @@ SOURCES = {
                        wall="4 min 44 s", table="table = kd.experiments.summarize(records, order=list(METHODS))"),
     "06_qadsm_two_tower": dict(notebook="06_qadsm_two_tower.ipynb", commit="e0e08f5", date="2026-11-22",
                                wall="9 min 34 s", table="records, scores, servers = [], {}, {}"),
+    "07_layer_distillation": dict(notebook="07_layer_distillation.ipynb", commit="5d40d14", date="2026-12-02",
+                                  wall="8 min 16 s", table="PAPER_SIZE = {m: 4 if m >= 3 else 2"),
 }
 
 #: lesson -> (metric key, label) of the headline numbers shown beside a quick run, in order

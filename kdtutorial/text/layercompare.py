@@ -272,9 +272,10 @@ def saved_activation_bytes(step) -> int:
 
 def step_costs(teacher, pretrained_encoder, task: Task, layers: int, methods, setting: Setting, *, steps: int = 5,
                rounds: int = 3, seed: int = 0):
-    """Time per training step and activation memory of every method, measured side by side: each round runs
-    ``steps`` steps of every method in turn on the same batch (so machine noise hits them alike); the best
-    round counts. Returns a list of dicts (method, ms per step, saved activations in MiB, peak GPU memory)."""
+    """Time per training step and activation memory of every method, measured side by side: each round runs every
+    method in turn on the same batch (a fresh student, one untimed warm-up step, then ``steps`` timed steps), so
+    machine noise hits them alike; the best round counts. One student is alive at a time (Binder's 2 GB). Returns a
+    list of dicts (method, ms per step, saved activations in MiB, peak GPU memory in MiB; NaN on a CPU)."""
     from kdtutorial.common.losses import kd_kl_loss
     from kdtutorial.text.layerdistil import LayerDistiller
 
@@ -284,40 +285,36 @@ def step_costs(teacher, pretrained_encoder, task: Task, layers: int, methods, se
     ids, mask = to_device(batch["input_ids"], device), to_device(batch["attention_mask"], device)
     y = to_device(torch.as_tensor(task.train_labels[: len(ids)], dtype=torch.long), device)
     n = len(encoder_layers(teacher.encoder))
-    runs = {}
-    for method in methods:
-        term, map_name = METHODS[method]
-        seed_everything(seed)
-        student = new_student(pretrained_encoder, layers, "bottom", int(task.train_labels.max()) + 1)
-        d = LayerDistiller(teacher, student, term, layer_map(map_name, layers, n) if map_name else None).to(device)
-        d.train()
-        opt = torch.optim.AdamW([p for p in d.parameters() if p.requires_grad], lr=setting.lr)
-        beta = setting.betas.get(term, 0.0)
+    best, saved, peaks = {m: float("inf") for m in methods}, {}, {}
+    for round_ in range(rounds):
+        for method in methods:
+            term, map_name = METHODS[method]
+            seed_everything(seed)
+            student = new_student(pretrained_encoder, layers, "bottom", int(task.train_labels.max()) + 1)
+            if setting.freeze_embeddings:
+                student.encoder.embeddings.requires_grad_(False)
+            d = LayerDistiller(teacher, student, term, layer_map(map_name, layers, n) if map_name else None).to(device)
+            d.train()
+            opt = torch.optim.AdamW([p for p in d.parameters() if p.requires_grad], lr=setting.lr)
+            beta = setting.betas.get(term, 0.0)
 
-        def one(d=d, opt=opt, beta=beta, term=term):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=setting.amp and device.type == "cuda"):
-                logits = d(ids, mask)
-            loss = torch.nn.functional.cross_entropy(logits.float(), y)
-            if term != "none":
-                loss = loss + kd_kl_loss(logits.float(), d.teacher_logits.float(), setting.T)
-            if beta:
-                loss = loss + beta * d.layer_loss
-            return loss
+            def loss_of_batch():
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=setting.amp and device.type == "cuda"):
+                    logits = d(ids, mask)
+                loss = torch.nn.functional.cross_entropy(logits.float(), y)
+                if term != "none":
+                    loss = loss + kd_kl_loss(logits.float(), d.teacher_logits.float(), setting.T)
+                return loss + beta * d.layer_loss if beta else loss
 
-        def step(one=one, opt=opt):
-            opt.zero_grad(set_to_none=True)
-            one().backward()
-            opt.step()
+            def step():
+                opt.zero_grad(set_to_none=True)
+                loss_of_batch().backward()
+                opt.step()
 
-        step()  # warm-up (and the optimiser's buffers)
-        runs[method] = (step, saved_activation_bytes(one), d)
-    best = {m: float("inf") for m in methods}
-    peaks = {}
-    for _ in range(rounds):
-        for method, (step, _, _) in runs.items():
+            step()  # warm-up (and the optimiser's buffers)
+            if round_ == 0:
+                saved[method] = saved_activation_bytes(loss_of_batch)
             _peak_reset(device)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
             start = time.perf_counter()
             for _ in range(steps):
                 step()
@@ -325,10 +322,9 @@ def step_costs(teacher, pretrained_encoder, task: Task, layers: int, methods, se
                 torch.cuda.synchronize(device)
             best[method] = min(best[method], (time.perf_counter() - start) / steps)
             peaks[method] = _peak_mib(device)
+            del d, student, opt
+            release_memory()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    rows = [{"method": m, "ms_per_step": 1000 * best[m], "saved_activations_mib": runs[m][1] / 2**20,
+    return [{"method": m, "ms_per_step": 1000 * best[m], "saved_activations_mib": saved[m] / 2**20,
              "peak_gpu_mib": peaks[m]} for m in methods]
-    del runs
-    release_memory()
-    return rows

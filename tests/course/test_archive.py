@@ -54,3 +54,12 @@ def test_show_full_table_prints_the_label_and_no_progress_bars(capsys):
     out = capsys.readouterr().out
     assert out.startswith("archived full run (NVIDIA H100 80GB HBM3, 2026-11-22, commit e0e08f5), 9 min 34 s")
     assert "TwinBERT_res, distilled        3  0.812 ± 0.001" in out and "it/s" not in out
+
+
+def test_a_lesson_not_archived_yet_shows_its_live_numbers_only(tmp_path, capsys):
+    empty = tmp_path / "full_results.json"
+    empty.write_text("{}")
+    archive.show_full_table("07_layer_distillation", archive=empty)
+    assert "no archived full run of 07_layer_distillation yet" in capsys.readouterr().out
+    table = archive.beside("07_layer_distillation", {"seeds": 2, "alp_kd": 70.1}, live_label="quick run", archive=empty)
+    assert list(table.columns) == ["quick run"] and table.loc["ALP-KD", "quick run"] == "70.1"
