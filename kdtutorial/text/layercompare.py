@@ -276,8 +276,7 @@ def step_costs(teacher, pretrained_encoder, task: Task, layers: int, methods, se
     method in turn on the same batch (a fresh student, one untimed warm-up step, then ``steps`` timed steps), so
     machine noise hits them alike; the best round counts. One student is alive at a time (Binder's 2 GB). Returns a
     list of dicts (method, ms per step, saved activations in MiB, peak GPU memory in MiB; NaN on a CPU)."""
-    from kdtutorial.common.losses import kd_kl_loss
-    from kdtutorial.text.layerdistil import LayerDistiller
+    from kdtutorial.text.layerdistil import LayerDistiller, layer_objective
 
     device = torch.device(setting.device)
     text, _ = task.first(setting.batch_size)
@@ -301,10 +300,7 @@ def step_costs(teacher, pretrained_encoder, task: Task, layers: int, methods, se
             def loss_of_batch():
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=setting.amp and device.type == "cuda"):
                     logits = d(ids, mask)
-                loss = torch.nn.functional.cross_entropy(logits.float(), y)
-                if term != "none":
-                    loss = loss + kd_kl_loss(logits.float(), d.teacher_logits.float(), setting.T)
-                return loss + beta * d.layer_loss if beta else loss
+                return layer_objective(logits.float(), y, d, T=setting.T, alpha=setting.alpha, beta=beta)
 
             def step():
                 opt.zero_grad(set_to_none=True)

@@ -144,6 +144,19 @@ class LayerDistiller(nn.Module):
         return total
 
 
+def layer_objective(logits, labels, distiller: "LayerDistiller", *, T: float, alpha: float, beta: float):
+    """The module's objective on one batch, after ``distiller`` ran on it: ``(1 - alpha) CE(y, p_s) + alpha T^2
+    KL(p_t^T || p_s^T) + beta L_layer`` (``term = "none"``: CE only; ``"kd"``: no layer term)."""
+    if distiller.term == "none":
+        alpha, beta = 0.0, 0.0
+    if distiller.term == "kd":
+        beta = 0.0
+    loss = (1 - alpha) * F.cross_entropy(logits, labels)
+    if alpha:
+        loss = loss + alpha * kd_kl_loss(logits, distiller.teacher_logits.float(), T)
+    return loss + beta * distiller.layer_loss if beta else loss
+
+
 def distil_with_layers(teacher, student, text, labels, *, term: str, lmap: LayerMap | None = None, T: float = 5.0,
                        alpha: float = 0.5, beta: float = 1.0, epochs: int = 1, lr: float = 5e-5, batch_size: int = 32,
                        seed: int = 0, device="cpu", amp: bool = False, max_steps: int | None = None,
@@ -155,10 +168,6 @@ def distil_with_layers(teacher, student, text, labels, *, term: str, lmap: Layer
     student's embedding layer fixed (a cheaper CPU step); ``after_epoch`` as in ``train_steps``; ``cache`` reuses
     the teacher's outputs of batches seen before (:class:`TeacherBatchCache`)."""
     distiller = LayerDistiller(teacher, student, term, lmap, cache)
-    if term == "none":
-        alpha, beta = 0.0, 0.0
-    if term == "kd":
-        beta = 0.0
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
 
     def batches(epoch):
@@ -166,11 +175,7 @@ def distil_with_layers(teacher, student, text, labels, *, term: str, lmap: Layer
             yield rows, (batch["input_ids"], batch["attention_mask"])
 
     def loss_of(logits, rows):
-        y = to_device(labels[rows], logits.device)
-        loss = (1 - alpha) * F.cross_entropy(logits, y)
-        if alpha:
-            loss = loss + alpha * kd_kl_loss(logits, distiller.teacher_logits.float(), T)
-        return loss + beta * distiller.layer_loss if beta else loss
+        return layer_objective(logits, to_device(labels[rows], logits.device), distiller, T=T, alpha=alpha, beta=beta)
 
     frozen = list(teacher.parameters()) + (list(student.encoder.embeddings.parameters()) if freeze_embeddings else [])
     losses = train_steps(distiller, batches, loss_of, n_rows=len(text), epochs=epochs, batch_size=batch_size, lr=lr,
