@@ -78,6 +78,14 @@ def _slider_values(control) -> list:
     return [lo, type(lo)(middle) if isinstance(lo, int) else middle, hi]
 
 
+def _is_panel(obj, panel_type) -> bool:
+    """isinstance(obj, panel_type), False for a weak proxy whose object is gone (gc still lists the proxy)."""
+    try:
+        return isinstance(obj, panel_type)
+    except ReferenceError:
+        return False
+
+
 def drive_sliders() -> list[dict]:
     """Move every live ``interact`` slider of this kernel through its range, as a person would.
 
@@ -111,7 +119,7 @@ def drive_sliders() -> list[dict]:
     try:
         with warnings.catch_warnings():  # isinstance() on every live object wakes deprecated lazy attributes
             warnings.simplefilter("ignore")
-            panels = [o for o in gc.get_objects() if isinstance(o, w.interactive)]
+            panels = [o for o in gc.get_objects() if _is_panel(o, w.interactive)]
         for panel in panels:
             for control in panel.kwargs_widgets:
                 for value in _slider_values(control):

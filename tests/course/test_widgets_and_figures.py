@@ -34,6 +34,21 @@ def test_slider_values_are_the_ends_and_the_middle():
     assert widgets._slider_values(IntSlider()) == [1, 5, 10]
 
 
+def test_a_dead_weak_proxy_among_live_objects_is_not_a_panel():
+    import weakref
+
+    class Panel:
+        pass
+
+    obj = Panel()
+    proxy = weakref.proxy(obj)
+    assert widgets._is_panel(proxy, Panel)
+    del obj  # gc.get_objects() can still hand out the proxy; isinstance on it raises ReferenceError
+    with pytest.raises(ReferenceError):
+        isinstance(proxy, Panel)
+    assert not widgets._is_panel(proxy, Panel)
+
+
 def test_figures_go_to_runs_in_a_checkout_and_to_the_env_folder_when_set(tmp_path, tmp_path_factory, monkeypatch):
     monkeypatch.delenv(plotting.FIGURES_ENV, raising=False)
     (tmp_path / "kdtutorial").mkdir()
