@@ -1,7 +1,7 @@
 """kdtutorial: the tested code behind the knowledge-distillation course notebooks.
 
 The package has one folder per part of the course; parts depend one way only
-(``ranking -> text -> common``, ``vision -> common``; ``course`` imports no lesson code):
+(``ranking -> text -> common``, ``vision -> common``, ``lm -> common``; ``course`` imports no lesson code):
 
 * ``common``   what every lesson uses: KD losses, temperature schedules, statistics over seeds, seeding and
                devices, verified downloads, seeded stratified splits, parameter counts
@@ -13,6 +13,8 @@ The package has one folder per part of the course; parts depend one way only
                (SST-2, RTE, MRPC, CoLA)
 * ``ranking``  lesson 06: XGLUE QADSM, transfer sets, the cross-encoder teacher, two-tower students, relevance
                KD losses, ranking metrics, multi-GPU scaling
+* ``lm``       lesson 08: causal LMs (SmolLM2 from its GGUF wheel), decoder students, per-token divergences
+               (forward / reverse KL, JSD(beta), top-k), word-level, sequence-level and on-policy KD, held-out scores
 * ``course``   the machinery: notebook parameters, the suite runner, metrics reports, the archived full runs,
                plotting (one colour per method), one diagram per lesson, sliders
 
@@ -24,7 +26,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-PARTS = ("common", "vision", "text", "ranking", "course")
+PARTS = ("common", "vision", "text", "ranking", "lm", "course")
 
 #: module name -> its part (``kd.losses`` is ``kdtutorial.common.losses``)
 MODULES = {
@@ -36,6 +38,8 @@ MODULES = {
                     "text"),
     **dict.fromkeys(("qadsm", "transfer", "crossencoder", "twotower", "rankers", "relevance", "metrics", "scaling"),
                     "ranking"),
+    **dict.fromkeys(("causallm", "decoders", "divergences", "lmtext", "generation", "lmdistil", "lmeval", "lmcompare",
+                     "modes"), "lm"),
     **dict.fromkeys(("parameters", "lessons", "runner", "report", "outputs", "plotting", "widgets", "archive",
                      "diagrams"), "course"),
 }

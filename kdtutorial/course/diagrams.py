@@ -235,7 +235,29 @@ def skip_and_search(student_layers: int = 4, teacher_layers: int = 12):
     return fig
 
 
+def three_sources():
+    """Lesson 08: where the distilled tokens come from. Word-level KD (Hinton et al. 2015; Kim & Rush 2016) matches
+    the teacher's next-token distribution on real text; sequence-level KD (Kim & Rush 2016) trains on the teacher's
+    own continuations; on-policy distillation (GKD, Agarwal et al. 2024; MiniLLM, Gu et al. 2024) lets the student
+    write and the teacher grade each of its tokens."""
+    fig, ax = _canvas(11, 4.4, "Three ways to distil a language model: who writes the continuation?")
+    rows = [(3.5, "real text", "data", "word-level KD", "KL(p_T || q_S) per token"),
+            (2.2, "teacher writes\n(once, greedy)", "teacher", "sequence-level KD", "CE on the teacher's tokens"),
+            (0.9, "student writes\n(every step, sampled)", "student", "on-policy", "JSD(beta) per token, graded by T")]
+    prompt = _box(ax, 1.1, 2.2, "prompt\n(first tokens of\na review sentence)", "data", w=1.8, h=1.0)
+    for y, who, role, name, loss in rows:
+        source = _box(ax, 3.9, y, who, role, w=2.2, h=0.75)
+        text = _box(ax, 6.5, y, "prompt + continuation", "data", w=2.0, h=0.55)
+        target = _box(ax, 9.3, y, f"{name}\n{loss}", "loss", w=2.6, h=0.75, fontsize=8)
+        _arrow(ax, prompt, source)
+        _arrow(ax, source, text)
+        _arrow(ax, text, target)
+    ax.text(5.5, 0.15, "the same prompts and the same number of continuation tokens for every method",
+            ha="center", fontsize=8, color="#444444")
+    return fig
+
+
 LESSON_DIAGRAMS = {"01_soft_targets": kd_loss, "02_label_smoothing": label_smoothing_vs_kd,
                    "03_distilbert_losses": triple_loss, "04_annealing_kd": annealing_stages,
                    "05_mate_kd": mate_kd_loop, "06_qadsm_two_tower": serving,
-                   "07_layer_distillation": skip_and_search}
+                   "07_layer_distillation": skip_and_search, "08_language_model_distillation": three_sources}

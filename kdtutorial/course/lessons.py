@@ -21,7 +21,8 @@ from typing import Any, Mapping
 from kdtutorial.course.parameters import (COMMON_RULES, Choice, Flag, Float, Int, Lesson, ListOf, ParameterError,
                                           Requires, Text)
 
-__all__ = ["LESSONS", "ARCHITECTURES", "VISION_DATASETS", "GLUE_TASKS", "LAYER_METHODS", "lesson", "settle"]
+__all__ = ["LESSONS", "ARCHITECTURES", "VISION_DATASETS", "GLUE_TASKS", "LAYER_METHODS", "LM_METHODS", "LM_INITS",
+           "lesson", "settle"]
 
 #: the vision lessons' model names (``kdtutorial.vision.models.ARCHITECTURES``) and data sets (``...data.VISION_NAMES``)
 ARCHITECTURES = ("cnn-teacher", "cnn-small", "mlp-large", "mlp-medium", "mlp-small", "mlp-tiny")
@@ -34,6 +35,9 @@ QADSM_LANGS = ("de", "en", "fr")
 GLUE_TASKS = ("sst2", "rte", "mrpc", "cola")
 LAYER_METHODS = ("no KD", "KD", "PKD-Skip", "PKD-Last", "TinyBERT", "CKD-NO", "CKD-PO", "ALP-KD")
 STUDENT_INITS = ("bottom", "random")
+#: lesson 08's methods (``kdtutorial.lm.lmdistil.LM_METHODS``) and student initialisations (``...lmcompare.LM_INITS``)
+LM_METHODS = ("supervised CE", "word-level KD", "top-k KD", "sequence-level KD", "on-policy JSD")
+LM_INITS = ("copied", "random")
 
 _positive = Float(0, 100, low_open=True)   # temperatures
 _rate = Float(0, 1, low_open=True)         # learning rates
@@ -131,6 +135,20 @@ LESSONS: dict[str, Lesson] = {
                   STUDENT_SIZES=[4, 2], MAX_LENGTH=128, BATCH_SIZE=64, SELECT_SENTENCES=1000, TEACHER_SENTENCES=20000,
                   TEACHER_EPOCHS=3, TEACHER_LR=3e-5, STUDENT_SENTENCES=4000, STUDENT_EPOCHS=2, LR=5e-5, BETA_PKD=10.0,
                   RANDOM_INIT_VARIANT=True, FREEZE_EMBEDDINGS=False),
+    ),
+    "08_language_model_distillation": Lesson(
+        rules=dict(TEACHER=Text(), STUDENT_LAYERS=_layers, STUDENT_INIT=Choice(*LM_INITS), RANDOM_INIT_VARIANT=Flag(),
+                   FREEZE_EMBEDDINGS=Flag(), METHODS=ListOf(Choice(*LM_METHODS)), PROMPT_TOKENS=Int(1, 256),
+                   CONTINUATION_TOKENS=Int(1, 256), TRAIN_WINDOWS=Int(8, 10**6), HELDOUT_WINDOWS=Int(4, 10**5),
+                   WIKI_WINDOWS=Int(1, 10**5), STEPS=Int(1, 10**6), BATCH_SIZE=Int(1, 4096), EVAL_BATCH=Int(1, 4096),
+                   LR=_rate, T=_positive, BETA=_share, LAM=_share, TOP_K=Int(1, 10**6),
+                   TOP_K_SWEEP=ListOf(Int(1, 10**6)), COST_KS=ListOf(Int(1, 10**6))),
+        quick=dict(N_SEEDS=2, STUDENT_LAYERS=[0, 10, 19, 29], PROMPT_TOKENS=8, CONTINUATION_TOKENS=16,
+                   TRAIN_WINDOWS=128, HELDOUT_WINDOWS=32, WIKI_WINDOWS=16, STEPS=20, BATCH_SIZE=8, EVAL_BATCH=16,
+                   LR=3e-4, RANDOM_INIT_VARIANT=False, TOP_K_SWEEP=[]),
+        full=dict(N_SEEDS=3, STUDENT_LAYERS=[0, 6, 12, 17, 23, 29], PROMPT_TOKENS=8, CONTINUATION_TOKENS=24,
+                  TRAIN_WINDOWS=20000, HELDOUT_WINDOWS=1000, WIKI_WINDOWS=200, STEPS=600, BATCH_SIZE=64,
+                  EVAL_BATCH=128, LR=3e-4, RANDOM_INIT_VARIANT=True, TOP_K_SWEEP=[10, 200]),
     ),
 }
 

@@ -7,7 +7,8 @@ import kdtutorial
 
 PACKAGE = Path(kdtutorial.__file__).resolve().parent
 #: part -> the parts it may import
-ALLOWED = {"common": set(), "vision": {"common"}, "text": {"common"}, "ranking": {"text", "common"}, "course": set()}
+ALLOWED = {"common": set(), "vision": {"common"}, "text": {"common"}, "ranking": {"text", "common"}, "lm": {"common"},
+           "course": set()}
 
 
 def modules():

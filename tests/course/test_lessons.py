@@ -116,3 +116,7 @@ def test_literal_choices_match_the_lesson_code():
 
     assert lessons.GLUE_TASKS == GLUE_TASKS
     assert lessons.LAYER_METHODS == tuple(METHODS) and lessons.STUDENT_INITS == INITS
+    from kdtutorial.lm.lmcompare import LM_INITS
+    from kdtutorial.lm.lmdistil import LM_METHODS
+
+    assert lessons.LM_METHODS == LM_METHODS and lessons.LM_INITS == LM_INITS

@@ -1,0 +1,139 @@
+"""Lesson 08's experiment: each distillation method trains the same student on the same prompts and token budget,
+for several seeds, and every student is scored on the same held-out text (:func:`kd.lmeval.score_lm`).
+
+Also here: the price of the large softmax (:func:`vocab_costs`: the bytes per token of full teacher logits against
+top-k ones, and the time of a training step with each).
+"""
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass
+
+import torch
+
+from kdtutorial.common.checks import check_choice
+from kdtutorial.common.environment import seed_everything, synchronize
+from kdtutorial.lm.decoders import layer_copied_decoder, random_decoder
+from kdtutorial.lm.lmdistil import (LM_METHODS, LMSetting, method_loss, teacher_continuations, teacher_top_k,
+                                    train_lm_student)
+from kdtutorial.lm.lmeval import score_lm
+from kdtutorial.lm.generation import continue_prompts
+from kdtutorial.lm.lmtext import Windows, imdb_sentences, prompt_windows, text_windows, wikitext_text
+
+__all__ = ["LM_INITS", "LMData", "build_lm_data", "new_lm_student", "compare_lm_methods", "vocab_costs"]
+
+LM_INITS = ("copied", "random")
+
+
+@dataclass
+class LMData:
+    """The lesson's token windows: training prompts + continuations, held-out reviews, WikiText-2 test."""
+
+    train: Windows
+    heldout: Windows
+    wiki: Windows
+
+    def describe(self) -> str:
+        return (f"training windows {len(self.train)} (prompt {self.train.prompt} + continuation "
+                f"{self.train.continuation} tokens), held-out review windows {len(self.heldout)}, WikiText-2 "
+                f"windows {len(self.wiki)} x {self.wiki.ids.shape[1]} tokens")
+
+
+def build_lm_data(tokenizer, *, train_windows: int, heldout_windows: int, wiki_windows: int, prompt_tokens: int,
+                  continuation_tokens: int, wiki_length: int = 64, root=None) -> LMData:
+    """Read the sentences (about three per window, since short ones are skipped) and cut the windows."""
+    def windows(split, n):
+        return prompt_windows(imdb_sentences(split, 4 * n, root=root), tokenizer, prompt_tokens,
+                              continuation_tokens, n)
+
+    return LMData(windows("train", train_windows), windows("heldout", heldout_windows),
+                  text_windows(wikitext_text(root), tokenizer, wiki_length, wiki_windows))
+
+
+def new_lm_student(teacher, init: str, layers, seed: int, *, freeze_embeddings: bool = True):
+    check_choice("STUDENT_INIT", init, LM_INITS)
+    if init == "copied":
+        return layer_copied_decoder(teacher, layers, freeze_embeddings=freeze_embeddings)
+    return random_decoder(teacher.config, len(layers), seed)
+
+
+def _decode(tokenizer, windows: Windows) -> list[str]:
+    return [tokenizer.decode(row[windows.prompt:], skip_special_tokens=True) for row in windows.ids]
+
+
+def compare_lm_methods(teacher, tokenizer, data: LMData, setting: LMSetting, seeds, methods=LM_METHODS, *,
+                       layers, init: str = "copied", freeze_embeddings: bool = True, n_samples: int = 4,
+                       progress=None):
+    """Train a student per (method, seed), score it; return ``(records, samples, curves)``.
+
+    ``records``: one dict per trained student (method, seed, every :func:`score_lm` number, train seconds), plus the
+    teacher's own scores (method "teacher"). ``samples``: greedy continuations of the first ``n_samples`` held-out
+    prompts, by the teacher and by each method's first-seed student. ``curves``: the loss curves."""
+    for m in methods:
+        check_choice("METHODS", m, LM_METHODS)
+    device = torch.device(setting.device)
+    teacher.to(device).eval()
+    top_k = (teacher_top_k(teacher, data.train, setting.top_k, batch_size=setting.eval_batch, device=device,
+                           amp=setting.amp) if "top-k KD" in methods else None)
+    teacher_text = (teacher_continuations(teacher, data.train, batch_size=setting.eval_batch, device=device)
+                    if "sequence-level KD" in methods else None)
+    few = data.heldout.prompts()[:n_samples]
+    samples = {"prompt": [tokenizer.decode(p, skip_special_tokens=True) for p in few]}
+    samples["teacher"] = _decode(tokenizer, continue_prompts(teacher, few, data.heldout.continuation,
+                                                             sample=False, device=device))
+    scores = score_lm(teacher, teacher, data.heldout, data.wiki, seed=seeds[0], batch_size=setting.eval_batch,
+                      device=device, amp=setting.amp)
+    records = [{"method": "teacher", "seed": seeds[0], **scores, "train_seconds": 0.0}]
+    curves = {}
+    for seed in seeds:
+        for method in methods:
+            seed_everything(seed)
+            student = new_lm_student(teacher, init, layers, seed, freeze_embeddings=freeze_embeddings)
+            history = train_lm_student(method, student, teacher, data.train, setting, seed, top_k=top_k,
+                                       teacher_text=teacher_text, progress=progress)
+            scores = score_lm(student, teacher, data.heldout, data.wiki, seed=seed, batch_size=setting.eval_batch,
+                              device=device, amp=setting.amp)
+            records.append({"method": method, "seed": seed, **scores, "train_seconds": history["seconds"],
+                            "on_policy_steps": history["on_policy_steps"]})
+            curves[(method, seed)] = history["losses"]
+            if seed == seeds[0]:
+                samples[method] = _decode(tokenizer, continue_prompts(student, few, data.heldout.continuation,
+                                                                      sample=False, device=device))
+            del student
+            gc.collect()
+    return records, samples, curves
+
+
+def vocab_costs(teacher, student, windows: Windows, ks, setting: LMSetting, *, repeats: int = 3) -> list[dict]:
+    """Per way of giving the teacher to the student: cached bytes per token, for the training set, and the time of
+    one training step on ``windows`` (the step includes the teacher's forward pass only for full-logit KD)."""
+    device = torch.device(setting.device)
+    vocab = teacher.config.vocab_size
+    tokens = windows.target_mask().sum().item()
+    mask = windows.target_mask().to(device)
+    ids = windows.ids.to(device)
+    student.to(device).train()
+    params = [p for p in student.parameters() if p.requires_grad]
+    rows = []
+    for k in [None, *ks]:
+        cached = None if k is None else teacher_top_k(teacher, windows, k, batch_size=len(windows), device=device,
+                                                      amp=setting.amp)
+        best = float("inf")
+        for _ in range(repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            loss = method_loss("word-level KD" if k is None else "top-k KD", student, teacher, ids, mask, setting,
+                               cached)
+            loss.backward()
+            synchronize(device)
+            best = min(best, time.perf_counter() - start)
+            for p in params:
+                p.grad = None
+        per_token = 2 * vocab if k is None else 6 * k  # fp16 logits, or fp16 values + int32 ids
+        rows.append({"teacher targets": "full logits (fp16)" if k is None else f"top-{k}",
+                     "bytes per token": per_token, "MB per 1M tokens": per_token * 1e6 / 2**20,
+                     "teacher forward in the step": k is None, "step ms": 1000 * best,
+                     "tokens in the step": int(tokens)})
+    student.eval()
+    return rows
