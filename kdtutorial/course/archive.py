@@ -75,6 +75,13 @@ HEADLINES = {
                               ("no_kd", "no KD"), ("kd", "KD"), ("pkd_skip", "PKD-Skip"), ("pkd_last", "PKD-Last"),
                               ("tinybert", "TinyBERT"), ("ckd_no", "CKD-NO"), ("ckd_po", "CKD-PO"), ("alp_kd", "ALP-KD"),
                               ("alp_minus_pkd", "ALP-KD - PKD-Skip (points)"), ("alp_vs_pkd", "ALP-KD vs PKD-Skip")],
+    "08_language_model_distillation": [
+        ("seeds", "seeds"), ("student_layers", "student layers"), ("tokens", "training tokens per student"),
+        ("teacher_ppl", "teacher perplexity (reviews)"), ("ce_ppl", "supervised CE"), ("word_kd_ppl", "word-level KD"),
+        ("top_k_kd_ppl", "top-k KD"), ("seq_kd_ppl", "sequence-level KD"), ("on_policy_ppl", "on-policy JSD"),
+        ("word_kd_logp", "teacher log p of samples: word-level KD"),
+        ("on_policy_logp", "teacher log p of samples: on-policy JSD"),
+        ("on_policy_vs_word_kd_logp", "on-policy vs word-level KD (teacher log p)")],
 }
 
 _PROGRESS = re.compile(r"\d+%\|")  # a tqdm progress bar's line

@@ -91,13 +91,14 @@ class Float:
 
 @dataclass(frozen=True)
 class ListOf:
-    """A non-empty list (or tuple) whose items each pass ``item``."""
+    """A list (or tuple) whose items each pass ``item``; non-empty unless ``empty`` allows it."""
 
     item: Any
+    empty: bool = False
 
     def check(self, name, value):
-        if not isinstance(value, (list, tuple)) or not value:
-            _fail(name, value, "a non-empty list")
+        if not isinstance(value, (list, tuple)) or not (value or self.empty):
+            _fail(name, value, "a list" if self.empty else "a non-empty list")
         return [self.item.check(f"{name}[{i}]", v) for i, v in enumerate(value)]
 
 

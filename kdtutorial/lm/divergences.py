@@ -95,7 +95,7 @@ def generalized_jsd(student_logits, teacher_logits, beta: float = 0.5, mask=None
     """GKD's JSD(beta) per token (module docstring), ``T**2`` times, averaged over masked positions.
 
     ``beta`` must lie in [0, 1]: 0 gives the forward KL, 1 the reverse KL (TRL's convention)."""
-    if not (isinstance(beta, (int, float)) and 0.0 <= beta <= 1.0):
+    if isinstance(beta, bool) or not (isinstance(beta, (int, float)) and 0.0 <= beta <= 1.0):
         raise ValueError(f"beta must be a number in [0, 1] (0: forward KL, 1: reverse KL), got {beta!r}")
     if beta == 0:
         return token_forward_kl(student_logits, teacher_logits, mask, T)

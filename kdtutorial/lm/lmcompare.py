@@ -42,10 +42,13 @@ class LMData:
 
 def build_lm_data(tokenizer, *, train_windows: int, heldout_windows: int, wiki_windows: int, prompt_tokens: int,
                   continuation_tokens: int, wiki_length: int = 64, root=None) -> LMData:
-    """Read the sentences (about three per window, since short ones are skipped) and cut the windows."""
+    """Read the sentences and cut the windows: sentences of at least ``0.6 * length`` words (SmolLM2's tokenizer
+    gives about 1.3 tokens a word), twice as many as windows, since some still fall short."""
+    min_words = max(1, int(0.6 * (prompt_tokens + continuation_tokens)))
+
     def windows(split, n):
-        return prompt_windows(imdb_sentences(split, 4 * n, root=root), tokenizer, prompt_tokens,
-                              continuation_tokens, n)
+        return prompt_windows(imdb_sentences(split, 2 * n, min_words=min_words, max_words=max(60, 2 * min_words),
+                                             root=root), tokenizer, prompt_tokens, continuation_tokens, n)
 
     return LMData(windows("train", train_windows), windows("heldout", heldout_windows),
                   text_windows(wikitext_text(root), tokenizer, wiki_length, wiki_windows))

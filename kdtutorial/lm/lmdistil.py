@@ -131,13 +131,14 @@ def train_lm_student(method: str, student, teacher, train: Windows, setting: LMS
     generator = torch.Generator().manual_seed(seed)
     mask_all = train.target_mask()
     order = torch.randperm(len(train), generator=generator)
+    first = 0  # where the next batch starts in ``order``
     losses, on_policy_steps, start = [], 0, time.perf_counter()
     for step in range(setting.steps):
-        first = (step * setting.batch_size) % len(train)
-        if first + setting.batch_size > len(train):  # a new epoch: a new order
+        if first + setting.batch_size > len(train):  # a new epoch: a new order (a last partial batch is dropped)
             order = torch.randperm(len(train), generator=generator)
             first = 0
         rows = order[first:first + setting.batch_size]
+        first += setting.batch_size
         source = teacher_text if method == "sequence-level KD" else train
         ids = source.ids[rows]
         if method == "on-policy JSD" and torch.rand((), generator=generator).item() < setting.lam:

@@ -71,11 +71,15 @@ def teacher_likelihood_of_samples(student, teacher, prompts: torch.Tensor, new_t
 
 def score_lm(model, teacher, heldout: Windows, wiki: Windows, *, seed: int, batch_size: int = 64, device="cpu",
              amp: bool = False) -> dict:
-    """Every held-out number of the lesson's results table for one model (the teacher may score itself)."""
+    """Every held-out number of the lesson's results table for one model (the teacher may score itself):
+    perplexities, their logarithms (the mean negative log-likelihood per token, in nats), token KL both ways, the
+    teacher's log-likelihood of the model's samples."""
     fwd, rev = token_kl_to_teacher(model, teacher, heldout, batch_size=batch_size, device=device, amp=amp)
+    ppl_reviews = perplexity(model, heldout, batch_size=batch_size, device=device, amp=amp)
+    ppl_wikitext = perplexity(model, wiki, batch_size=batch_size, device=device, amp=amp)
     return {
-        "ppl_reviews": perplexity(model, heldout, batch_size=batch_size, device=device, amp=amp),
-        "ppl_wikitext": perplexity(model, wiki, batch_size=batch_size, device=device, amp=amp),
+        "ppl_reviews": ppl_reviews, "ppl_wikitext": ppl_wikitext,
+        "nll_reviews": math.log(ppl_reviews), "nll_wikitext": math.log(ppl_wikitext),  # nats per token
         "kl_forward": fwd, "kl_reverse": rev,
         "teacher_logp_of_samples": teacher_likelihood_of_samples(
             model, teacher, heldout.prompts(), heldout.continuation, seed=seed, batch_size=batch_size,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 from dataclasses import dataclass
 
 import torch
@@ -86,7 +85,7 @@ def wikitext_text(root=None, *, online: bool = True) -> str:
                                 f"{searched_folder_text(folder, 'lm-small/wikitext-2')}; put test.txt (sha256 "
                                 f"{WIKITEXT_SHA256}) there, or allow the download from {WIKITEXT_URL}")
     path = download(WIKITEXT_URL, cache_dir() / "wikitext-2" / "test.txt", WIKITEXT_SHA256)
-    return io.open(path, encoding="utf-8").read()
+    return path.read_text(encoding="utf-8")
 
 
 @dataclass

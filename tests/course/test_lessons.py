@@ -39,6 +39,8 @@ def bad_values(rule):
             out.append((rule.high + 0.5, rule.describe()))
         return out
     if isinstance(rule, ListOf):
+        if rule.empty:
+            return [("[1]", "a list")] + [([v], allowed) for v, allowed in bad_values(rule.item)[:1]]
         return [([], "a non-empty list"), ("[1]", "a non-empty list")] + [
             ([v], allowed) for v, allowed in bad_values(rule.item)[:1]]
     if isinstance(rule, Text):

@@ -44,10 +44,14 @@ SMALL = {  # text lessons: one seed (their verdict lines then say "not judged"),
     "07_layer_distillation.ipynb": dict(N_SEEDS=1, BATCH_SIZE=16, TEACHER_SENTENCES=64, STUDENT_SENTENCES=32,
                                         SELECT_SENTENCES=32, STUDENT_SIZES=[2], RANDOM_INIT_VARIANT=True, T=2.0,
                                         BETA_PKD=10.0, SEED=1),
+    "08_language_model_distillation.ipynb": dict(N_SEEDS=1, STEPS=3, TRAIN_WINDOWS=16, HELDOUT_WINDOWS=8,
+                                                 WIKI_WINDOWS=2, BATCH_SIZE=4, EVAL_BATCH=8, CONTINUATION_TOKENS=8,
+                                                 STUDENT_LAYERS=[0, 29], TOP_K_SWEEP=[5], RANDOM_INIT_VARIANT=True,
+                                                 BETA=1.0, LAM=1.0, SEED=1),
 }
 # the data set each quick run reports (default: digits)
 QUICK_DATASET = {"03_distilbert_losses.ipynb": "sst2", "05_mate_kd.ipynb": "sst2", "06_qadsm_two_tower.ipynb": "qadsm-de",
-                 "07_layer_distillation.ipynb": "sst2"}
+                 "07_layer_distillation.ipynb": "sst2", "08_language_model_distillation.ipynb": "imdb-unsup-sentences"}
 BAD = {
     "01_soft_targets.ipynb": ("N_SEEDS", 0, "N_SEEDS = 0 is not allowed: expected an integer from 1 to 50"),
     "02_label_smoothing.ipynb": ("DATASET", "cifar10",
@@ -60,6 +64,8 @@ BAD = {
                                  "CANDIDATES = 'bm25' is not allowed: expected one of 'neighbours', 'overlap', 'random'"),
     "07_layer_distillation.ipynb": ("STUDENT_SIZES", [6], "STUDENT_SIZES = [6] is not allowed: the teacher has 6 layers, "
                                     "a student 1 to 5"),
+    "08_language_model_distillation.ipynb": ("STUDENT_LAYERS", [0, 30],
+                                             "STUDENT_LAYERS: the teacher has layers 0..29; it lacks [30]"),
 }
 
 

@@ -59,3 +59,15 @@ def test_unknown_parameter_and_missing_profile_value():
 
 def test_parameter_error_is_a_value_error():
     assert issubclass(ParameterError, ValueError)
+
+
+def test_a_list_that_may_be_empty_takes_none_and_still_checks_its_items():
+    rule = ListOf(Int(1, 10), empty=True)
+    assert rule.check("TOP_K_SWEEP", []) == []
+    assert rule.check("TOP_K_SWEEP", [3]) == [3]
+    with pytest.raises(ParameterError, match=r"TOP_K_SWEEP\[0\] = 0 is not allowed"):
+        rule.check("TOP_K_SWEEP", [0])
+    with pytest.raises(ParameterError, match="expected a list"):
+        rule.check("TOP_K_SWEEP", "[1]")
+    with pytest.raises(ParameterError, match="a non-empty list"):
+        ListOf(Int(1, 10)).check("GRID", [])
