@@ -251,9 +251,12 @@ def test_token_kl_to_the_teacher(teacher):
 def test_score_lm_gives_every_number_of_the_table(teacher):
     heldout, wiki = random_windows(4, seed=8), Windows(random_windows(3, seed=9).ids, 1)
     scores = lmeval.score_lm(teacher, teacher, heldout, wiki, seed=0)
-    assert set(scores) == {"ppl_reviews", "ppl_wikitext", "kl_forward", "kl_reverse", "teacher_logp_of_samples"}
+    assert set(scores) == {"ppl_reviews", "ppl_wikitext", "nll_reviews", "nll_wikitext", "kl_forward", "kl_reverse",
+                           "teacher_logp_of_samples"}
     assert scores["kl_forward"] == scores["kl_reverse"] == 0.0
     assert scores["ppl_reviews"] == pytest.approx(lmeval.perplexity(teacher, heldout))
+    assert scores["nll_reviews"] == pytest.approx(math.log(scores["ppl_reviews"]))  # nats per token
+    assert scores["nll_wikitext"] == pytest.approx(math.log(scores["ppl_wikitext"]))
     samples = generation.continue_prompts(teacher, heldout.prompts(), CONT, sample=True, seed=0)
     assert scores["teacher_logp_of_samples"] == pytest.approx(
         generation.sequence_log_likelihood(teacher, samples).mean().item())
