@@ -41,6 +41,10 @@ SOURCES = {
                                   wall="8 min 16 s", table="PAPER_SIZE = {m: 4 if m >= 3 else 2"),
 }
 
+#: lessons whose full run has not been archived yet, and why: a declared gap (the tests require every lesson to be
+#: in SOURCES or here, never in both); beside() and show_full_table() say so in the notebook
+PENDING = {"08_language_model_distillation": "the full profile (one H200, about 7 minutes estimated) has not run yet"}
+
 #: lesson -> (metric key, label) of the headline numbers shown beside a quick run, in order
 HEADLINES = {
     "01_soft_targets": [("dataset", "data set"), ("seeds", "seeds"), ("teacher_acc", "teacher accuracy (%)"),
