@@ -68,6 +68,13 @@ def next_token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: 
     return masked_token_mean(nll, mask)
 
 
+def _log_probs(student_logits, teacher_logits, mask, T: float):
+    """(log q_student, log p_teacher) at temperature ``T`` after the shared checks; the teacher side detached."""
+    _check_temperature(T)
+    _check_shapes(student_logits, teacher_logits, mask)
+    return F.log_softmax(student_logits / T, dim=-1), F.log_softmax(teacher_logits.detach() / T, dim=-1)
+
+
 def _per_token_kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
     """KL(a || b) per position from log-probabilities, summed over the vocabulary."""
     return (log_a.exp() * (log_a - log_b)).sum(-1)
@@ -75,19 +82,13 @@ def _per_token_kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
 
 def token_forward_kl(student_logits, teacher_logits, mask=None, T: float = 1.0) -> torch.Tensor:
     """Word-level KD: ``T**2 * KL(p_teacher || q_student)`` per token, averaged over masked positions."""
-    _check_temperature(T)
-    _check_shapes(student_logits, teacher_logits, mask)
-    log_q = F.log_softmax(student_logits / T, dim=-1)
-    log_p = F.log_softmax(teacher_logits.detach() / T, dim=-1)
+    log_q, log_p = _log_probs(student_logits, teacher_logits, mask, T)
     return masked_token_mean(_per_token_kl(log_p, log_q), mask) * T**2
 
 
 def token_reverse_kl(student_logits, teacher_logits, mask=None, T: float = 1.0) -> torch.Tensor:
     """MiniLLM's divergence per token: ``T**2 * KL(q_student || p_teacher)``, averaged over masked positions."""
-    _check_temperature(T)
-    _check_shapes(student_logits, teacher_logits, mask)
-    log_q = F.log_softmax(student_logits / T, dim=-1)
-    log_p = F.log_softmax(teacher_logits.detach() / T, dim=-1)
+    log_q, log_p = _log_probs(student_logits, teacher_logits, mask, T)
     return masked_token_mean(_per_token_kl(log_q, log_p), mask) * T**2
 
 
@@ -101,10 +102,7 @@ def generalized_jsd(student_logits, teacher_logits, beta: float = 0.5, mask=None
         return token_forward_kl(student_logits, teacher_logits, mask, T)
     if beta == 1:
         return token_reverse_kl(student_logits, teacher_logits, mask, T)
-    _check_temperature(T)
-    _check_shapes(student_logits, teacher_logits, mask)
-    log_q = F.log_softmax(student_logits / T, dim=-1)
-    log_p = F.log_softmax(teacher_logits.detach() / T, dim=-1)
+    log_q, log_p = _log_probs(student_logits, teacher_logits, mask, T)
     log_m = torch.logsumexp(torch.stack([log_p + math.log(beta), log_q + math.log(1 - beta)]), dim=0)
     jsd = beta * _per_token_kl(log_p, log_m) + (1 - beta) * _per_token_kl(log_q, log_m)
     return masked_token_mean(jsd, mask) * T**2
