@@ -15,20 +15,17 @@ of continuation tokens; only where the continuation comes from differs (the real
 """
 from __future__ import annotations
 
-import csv
-import gzip
 from dataclasses import dataclass
 
 import torch
 
-from kdtutorial.common.downloads import (DATA_ENV, DataNotFoundError, cache_dir, data_root, download,
-                                         searched_folder_text, sha256_file)
+from kdtutorial.common.corpora import IMDB_FILE, IMDB_SHA256, imdb_pool_path, read_imdb_rows
+from kdtutorial.common.downloads import (DataNotFoundError, cache_dir, data_root, download, searched_folder_text,
+                                         sha256_file)
 
 __all__ = ["IMDB_FILE", "IMDB_SHA256", "WIKITEXT_URL", "WIKITEXT_SHA256", "IMDB_SPLITS", "imdb_sentences",
            "wikitext_text", "Windows", "prompt_windows", "text_windows"]
 
-IMDB_FILE = "imdb-unsup-sentences/imdb_unsup_sentences.tsv.gz"
-IMDB_SHA256 = "f142ce3bd46fb94bd63cd178e2e51433b52212871ce0fd08171affe518384ca3"
 WIKITEXT_FILE = "lm-small/wikitext-2/test.txt"
 WIKITEXT_URL = ("https://raw.githubusercontent.com/pytorch/examples/77f55b912142e11fcfdf5b530231fb9c52f181e8/"
                 "word_language_model/data/wikitext-2/test.txt")
@@ -44,29 +41,16 @@ def imdb_sentences(split: str, n: int, *, min_words: int = 5, max_words: int = 6
         raise ValueError(f"split must be one of {tuple(IMDB_SPLITS)}, got {split!r}")
     if not (isinstance(n, int) and n >= 1):
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    folder = data_root(root)
-    path = folder / IMDB_FILE if folder is not None else None
-    if path is None or not path.is_file():
-        raise DataNotFoundError(
-            f"The IMDB sentence pool was not found. Folder searched: "
-            f"{searched_folder_text(folder, 'imdb-unsup-sentences')}. Put imdb_unsup_sentences.tsv.gz (sha256 "
-            f"{IMDB_SHA256}) there and point ${DATA_ENV} at the folder above it. It is derived from the unlabelled "
-            f"reviews of aclImdb v1.0 (Maas et al., 2011): each review's <br /> breaks become paragraphs, pysbd "
-            f"0.3.4 splits sentences, exact duplicates are dropped.")
+    path = imdb_pool_path(root)
     low, high = IMDB_SPLITS[split]
     out = []
-    with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
-        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        if next(rows) != ["review_id", "sent_idx", "sentence"]:
-            raise ValueError(f"{path}: unexpected header; expected review_id, sent_idx, sentence")
-        for row in rows:
-            review = int(row[0])
-            if review >= high:
+    for review, _, sentence in read_imdb_rows(path):
+        if review >= high:
+            break
+        if review >= low and min_words <= len(sentence.split()) <= max_words:
+            out.append(sentence)
+            if len(out) == n:
                 break
-            if review >= low and min_words <= len(row[2].split()) <= max_words:
-                out.append(row[2])
-                if len(out) == n:
-                    break
     if len(out) < n:
         raise ValueError(f"only {len(out)} {split} sentences have {min_words}-{max_words} words; asked for {n}")
     return out
