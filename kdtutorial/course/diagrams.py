@@ -257,7 +257,31 @@ def three_sources():
     return fig
 
 
+def minimax_knn(K: int = 8, k1: int = 4):
+    """Lesson 09: Kamalloo et al. (Minimax-kNN, ACL 2021). Retrieve ``K`` neighbours of a training sentence from
+    unlabelled text; drop those too far from it in the teacher's output space; keep the ``k1`` on which teacher and
+    student disagree most, chosen again at every step; distil the student on them."""
+    fig, ax = _canvas(11.5, 4.4, f"Minimax-kNN: retrieve K = {K}, keep the k1 = {k1} the student gets most wrong")
+    x = _box(ax, 1.0, 2.4, "training\nsentence x\n(labelled)", "data", w=1.5, h=0.9)
+    pool = _box(ax, 1.0, 0.7, "unlabelled pool\n(593k sentences)", "data", w=1.8, h=0.7)
+    knn = _box(ax, 3.4, 2.4, f"{K} nearest\nneighbours\n(embedding / TF-IDF)", "data", w=2.0, h=0.9)
+    near = _box(ax, 5.9, 2.4, "not far away:\nteacher distance\nd(p_T(x), p_T(x')) <= max", "teacher", w=2.3,
+                h=0.9, fontsize=8)
+    close = _box(ax, 8.4, 2.4, f"not so close:\ntop {k1} by\nKL(p_T(x') || p_S(x'))", "student", w=2.1, h=0.9,
+                 fontsize=8)
+    loss = _box(ax, 10.5, 2.4, "KD on x and\nthe k1 chosen\n+ CE on x", "loss", w=1.6, h=0.9, fontsize=8)
+    for a, b in ((x, knn), (pool, knn), (knn, near), (near, close), (close, loss)):
+        _arrow(ax, a, b)
+    _arrow(ax, (10.5, 2.9, 0.01, 0.01), (8.4, 2.9, 0.01, 0.01), colour_=ROLE["student"], rad=0.5)  # top to top
+    ax.text(9.45, 3.55, "the student changes: choose again every step", ha="center", fontsize=8,
+            color=ROLE["student"])
+    ax.text(5.9, 0.55, f"vanilla kNN: KD on all {K} | random control: {K} pool sentences drawn at random",
+            ha="center", fontsize=8, color="#444444")
+    return fig
+
+
 LESSON_DIAGRAMS = {"01_soft_targets": kd_loss, "02_label_smoothing": label_smoothing_vs_kd,
                    "03_distilbert_losses": triple_loss, "04_annealing_kd": annealing_stages,
                    "05_mate_kd": mate_kd_loop, "06_qadsm_two_tower": serving,
-                   "07_layer_distillation": skip_and_search, "08_language_model_distillation": three_sources}
+                   "07_layer_distillation": skip_and_search, "08_language_model_distillation": three_sources,
+                   "09_knn_augmentation": minimax_knn}

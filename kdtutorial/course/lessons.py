@@ -22,7 +22,7 @@ from kdtutorial.course.parameters import (COMMON_RULES, Choice, Flag, Float, Int
                                           Requires, Text)
 
 __all__ = ["LESSONS", "ARCHITECTURES", "VISION_DATASETS", "GLUE_TASKS", "LAYER_METHODS", "LM_METHODS", "LM_INITS",
-           "lesson", "settle"]
+           "RETRIEVERS", "lesson", "settle"]
 
 #: the vision lessons' model names (``kdtutorial.vision.models.ARCHITECTURES``) and data sets (``...data.VISION_NAMES``)
 ARCHITECTURES = ("cnn-teacher", "cnn-small", "mlp-large", "mlp-medium", "mlp-small", "mlp-tiny")
@@ -38,6 +38,8 @@ STUDENT_INITS = ("bottom", "random")
 #: lesson 08's methods (``kdtutorial.lm.lmdistil.LM_METHODS``) and student initialisations (``...lmcompare.LM_INITS``)
 LM_METHODS = ("supervised CE", "word-level KD", "top-k KD", "sequence-level KD", "on-policy JSD")
 LM_INITS = ("copied", "random")
+#: lesson 09's retrievers (``kdtutorial.text.retrieval.RETRIEVERS``)
+RETRIEVERS = ("embedding", "tfidf")
 
 _positive = Float(0, 100, low_open=True)   # temperatures
 _rate = Float(0, 1, low_open=True)         # learning rates
@@ -152,6 +154,24 @@ LESSONS: dict[str, Lesson] = {
         full=dict(N_SEEDS=3, STUDENT_LAYERS=[0, 6, 12, 17, 23, 29], PROMPT_TOKENS=8, CONTINUATION_TOKENS=24,
                   TRAIN_WINDOWS=8000, HELDOUT_WINDOWS=1000, WIKI_WINDOWS=200, STEPS=250, BATCH_SIZE=64,
                   EVAL_BATCH=128, LR=3e-4, RANDOM_INIT_VARIANT=False, TOP_K_SWEEP=[10, 200]),
+    ),
+    "09_knn_augmentation": Lesson(
+        rules=dict(TEACHER=Text(), EMBEDDER=Text(), STUDENT_LAYERS=_layers, MAX_LENGTH=Int(8, 512),
+                   TEACHER_SENTENCES=Int(16, 10**6), TEACHER_EPOCHS=Int(1, 100), TEACHER_BATCH=Int(2, 4096),
+                   TEACHER_LR=_rate, STUDENT_SENTENCES=Int(16, 10**6), POOL_SENTENCES=Int(100, 10**7), RETRIEVER=Choice(*RETRIEVERS), K=Int(1, 256),
+                   K1S=ListOf(Int(1, 256)), MAX_DISTANCE=_share, STEPS=Int(1, 10**6), BATCH_SIZE=Int(2, 4096),
+                   LR=_rate, TAU=_positive, ALPHA=_share, FREEZE_EMBEDDINGS=Flag(), EMBED_BATCH=Int(1, 65536),
+                   EVAL_BATCH=Int(1, 65536)),
+        quick=dict(N_SEEDS=2, MAX_LENGTH=32, TEACHER_SENTENCES=1024, TEACHER_EPOCHS=1, TEACHER_BATCH=16,
+                   TEACHER_LR=1e-4, STUDENT_SENTENCES=256,
+                   POOL_SENTENCES=10000, STEPS=24, BATCH_SIZE=8, FREEZE_EMBEDDINGS=True, EMBED_BATCH=128,
+                   EVAL_BATCH=128),
+        full=dict(N_SEEDS=3, MAX_LENGTH=64, TEACHER_SENTENCES=60614, TEACHER_EPOCHS=2, TEACHER_BATCH=64,
+                  TEACHER_LR=5e-5, STUDENT_SENTENCES=5000,
+                  POOL_SENTENCES=10**7, STEPS=470, BATCH_SIZE=32, FREEZE_EMBEDDINGS=False, EMBED_BATCH=1024,
+                  EVAL_BATCH=1024),
+        requires=(Requires(("K1S", "K"), lambda p: max(p.K1S) <= p.K,
+                           "every k1 in K1S at most K (Minimax-kNN keeps k1 of the K retrieved neighbours)"),),
     ),
 }
 

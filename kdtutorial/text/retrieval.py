@@ -162,7 +162,8 @@ class TfidfIndex:
     """Cosine similarity of TF-IDF vectors between query sentences and the pool sentences: retrieval without a
     model. The vectoriser (scikit-learn's ``TfidfVectorizer``, L2-normalised rows) is fitted on the pool; the
     options are its own, with these defaults: lower-cased words and word pairs (``ngram_range=(1, 2)``),
-    ``sublinear_tf`` (``1 + log tf``), and terms in at least ``min_df=2`` pool sentences.
+    ``sublinear_tf`` (``1 + log tf``), and terms in at least ``min_df=2`` pool sentences (and at most a share
+    ``max_df=1.0`` of them: lower it to drop the commonest words, which makes ``search`` several times faster).
 
     ``search`` multiplies sparse query vectors by the sparse pool matrix in batches of ``batch`` queries and keeps
     the top ``k`` of each row (ties: the smaller pool row first). A query none of whose terms occurs in the
@@ -173,12 +174,13 @@ class TfidfIndex:
     """
 
     def __init__(self, pool_sentences, *, lowercase: bool = True, sublinear_tf: bool = True,
-                 ngram_range=(1, 2), min_df=2, dtype=np.float32):
+                 ngram_range=(1, 2), min_df=2, max_df=1.0, dtype=np.float32):
         sentences = _sentences(pool_sentences, "pool_sentences")
         if not sentences:
             raise ValueError("pool_sentences is empty: there is nothing to search")
         self.vectorizer = TfidfVectorizer(lowercase=lowercase, sublinear_tf=sublinear_tf,
-                                          ngram_range=tuple(ngram_range), min_df=min_df, dtype=dtype)
+                                          ngram_range=tuple(ngram_range), min_df=min_df, max_df=max_df,
+                                          dtype=dtype)
         try:
             self.matrix = self.vectorizer.fit_transform(sentences).tocsr()
         except ValueError as err:  # e.g. no term reaches min_df

@@ -48,10 +48,14 @@ SMALL = {  # text lessons: one seed (their verdict lines then say "not judged"),
                                                  WIKI_WINDOWS=2, BATCH_SIZE=4, EVAL_BATCH=8, CONTINUATION_TOKENS=8,
                                                  STUDENT_LAYERS=[0, 29], TOP_K_SWEEP=[5], RANDOM_INIT_VARIANT=True,
                                                  BETA=1.0, LAM=1.0, SEED=1),
+    "09_knn_augmentation.ipynb": dict(N_SEEDS=1, TEACHER_SENTENCES=64, STUDENT_SENTENCES=32, POOL_SENTENCES=500,
+                                      STEPS=3, BATCH_SIZE=8, K=4, K1S=[2], RETRIEVER="tfidf", MAX_DISTANCE=1.0,
+                                      STUDENT_LAYERS=[1], SEED=1),
 }
 # the data set each quick run reports (default: digits)
 QUICK_DATASET = {"03_distilbert_losses.ipynb": "sst2", "05_mate_kd.ipynb": "sst2", "06_qadsm_two_tower.ipynb": "qadsm-de",
-                 "07_layer_distillation.ipynb": "sst2", "08_language_model_distillation.ipynb": "imdb-unsup-sentences"}
+                 "07_layer_distillation.ipynb": "sst2", "08_language_model_distillation.ipynb": "imdb-unsup-sentences",
+                 "09_knn_augmentation.ipynb": "sst2"}
 BAD = {
     "01_soft_targets.ipynb": ("N_SEEDS", 0, "N_SEEDS = 0 is not allowed: expected an integer from 1 to 50"),
     "02_label_smoothing.ipynb": ("DATASET", "cifar10",
@@ -66,6 +70,8 @@ BAD = {
                                     "a student 1 to 5"),
     "08_language_model_distillation.ipynb": ("STUDENT_LAYERS", [0, 30],
                                              "STUDENT_LAYERS: the teacher has layers 0..29; it lacks [30]"),
+    "09_knn_augmentation.ipynb": ("K1S", [1, 16], "K1S = [1, 16] is not allowed with K = 8: expected every k1 in K1S "
+                                  "at most K (Minimax-kNN keeps k1 of the K retrieved neighbours)"),
 }
 
 
@@ -223,6 +229,13 @@ def test_bad_parameter_fails_with_a_clear_message(name, tmp_path):
         run(name, tmp_path, **{param: value})
     assert err.value.ename == "ParameterError"
     assert message in err.value.evalue
+
+
+def test_knn_lesson_refuses_more_neighbours_than_the_pool_has(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        run("09_knn_augmentation.ipynb", tmp_path, POOL_SENTENCES=100, K=101, K1S=[1])
+    assert err.value.ename == "ParameterError"
+    assert "K = 101 is not allowed: the pool searched has 100 sentences (POOL_SENTENCES = 100)" in err.value.evalue
 
 
 def test_bad_profile_fails_with_a_clear_message(tmp_path):
