@@ -166,9 +166,12 @@ LESSONS: dict[str, Lesson] = {
                    TEACHER_LR=1e-4, STUDENT_SENTENCES=256,
                    POOL_SENTENCES=10000, STEPS=24, BATCH_SIZE=8, FREEZE_EMBEDDINGS=True, EMBED_BATCH=128,
                    EVAL_BATCH=128),
-        full=dict(N_SEEDS=3, MAX_LENGTH=64, TEACHER_SENTENCES=60614, TEACHER_EPOCHS=2, TEACHER_BATCH=64,
-                  TEACHER_LR=5e-5, STUDENT_SENTENCES=5000,
-                  POOL_SENTENCES=10**7, STEPS=470, BATCH_SIZE=32, FREEZE_EMBEDDINGS=False, EMBED_BATCH=1024,
+        # sized from a first full attempt on one H200 (stopped at the 10-minute call limit during training) and
+        # benchmarks/knn_step_costs.py there: teacher 2 epochs 82 s, leakage 25 s, embedding the pool 45 s (13,000
+        # sentences/s), exact search 15 s, TF-IDF 76 s; 30-80 ms a student step of 32 (+256 augmented), CPU-bound
+        full=dict(N_SEEDS=3, MAX_LENGTH=64, TEACHER_SENTENCES=60614, TEACHER_EPOCHS=1, TEACHER_BATCH=64,
+                  TEACHER_LR=5e-5, STUDENT_SENTENCES=3000,
+                  POOL_SENTENCES=10**7, STEPS=200, BATCH_SIZE=32, FREEZE_EMBEDDINGS=False, EMBED_BATCH=1024,
                   EVAL_BATCH=1024),
         requires=(Requires(("K1S", "K"), lambda p: max(p.K1S) <= p.K,
                            "every k1 in K1S at most K (Minimax-kNN keeps k1 of the K retrieved neighbours)"),),

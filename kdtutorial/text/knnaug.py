@@ -235,16 +235,20 @@ def train_knn_student(student, data: KnnData, aug: Augmentation, setting: KnnSet
                         break
                     extra, n_scored = augmented_rows(aug, data, rows, student, allowed=allowed, tau=setting.tau,
                                                      generator=draws, device=device, amp=setting.amp)
+                    if len(extra):  # one forward pass for the batch and its augmented sentences
+                        both = TokenizedText([data.train_text.ids[i] for i in rows] +
+                                             [data.cand_text.ids[j] for j in extra.tolist()],
+                                             data.train_text.pad_id, data.train_text.special_ids)
+                        batch = pad_rows(both, np.arange(len(both)))
                     with autocast(device, setting.amp):
-                        logits = student(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float()
+                        out = student(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float()
+                        logits, a_logits = out[: len(rows)], out[len(rows):]
                         y = data.labels[rows].to(device)
                         ce = F.cross_entropy(logits, y)
                         kd = kd_kl_loss(logits, data.teacher_logits[rows].to(device), setting.tau)
                         loss = (1 - setting.alpha) * ce + setting.alpha * kd
                         aug_kd = torch.zeros((), device=device)
                         if len(extra):
-                            ab = pad_rows(data.cand_text, extra.numpy())
-                            a_logits = student(ab["input_ids"].to(device), ab["attention_mask"].to(device)).float()
                             aug_kd = kd_kl_loss(a_logits, data.cand_teacher_logits[extra].to(device), setting.tau)
                             loss = loss + setting.alpha * aug_kd
                     opt.zero_grad(set_to_none=True)
