@@ -18,7 +18,8 @@ DPI = 90
 _PALETTE = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
             "#56b4e9"]
 METHOD_COLOURS = (
-    ("teacher", "#333333"), ("MATE-KD", "#d55e00"), ("random mask", "#de8f05"), ("Annealing KD", "#d55e00"),
+    ("teacher", "#333333"), ("MATE-KD", "#d55e00"), ("random mask", "#de8f05"), ("random pool", "#de8f05"),
+    ("k1 = 1)", "#fbafe4"), ("k1 = 2)", "#cc78bc"), ("Minimax-", "#d55e00"), ("vanilla-", "#029e73"), ("Annealing KD", "#d55e00"),
     ("TAKD", "#cc78bc"), ("label smoothing", "#029e73"), ("Tf-KD", "#ca9161"), ("defective", "#fbafe4"),
     ("reverse", "#56b4e9"), ("random init", "#ca9161"), ("without L", "#cc78bc"), ("internal", "#56b4e9"),
     ("no distillation", "#949494"), ("no KD", "#949494"), ("labels only", "#949494"), ("scratch", "#949494"),

@@ -63,11 +63,11 @@ class Augmentation:
 
 def knn_methods(K: int, k1s, max_distance: float, random_per_example: int | None = None) -> dict:
     """The lesson's methods, name -> :class:`Augmentation`: KD, KD + random pool sentences (``random_per_example``,
-    default ``K``, per training sentence), KD + vanilla ``K``-NN, and KD + Minimax-``K``NN for each ``k1`` of
-    ``k1s`` (each ``1 <= k1 <= K``)."""
+    default ``K``, per training sentence), KD + vanilla-``K``NN, and KD + Minimax-``K``NN for each ``k1`` of
+    ``k1s`` (each ``1 <= k1 <= K``; the paper's names, e.g. "Minimax-8NN (k1 = 4)")."""
     methods = {"KD": Augmentation("none"),
                "KD + random pool": Augmentation("random", random_per_example or K),
-               f"KD + vanilla {K}NN": Augmentation("knn", K)}
+               f"KD + vanilla-{K}NN": Augmentation("knn", K)}
     for k1 in k1s:
         methods[f"KD + Minimax-{K}NN (k1 = {check_k1(k1, K)})"] = Augmentation("minimax", k1, max_distance)
     return methods

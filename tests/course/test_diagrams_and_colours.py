@@ -35,4 +35,7 @@ def test_one_colour_per_method_whatever_the_panel():
     assert colour("scratch") == colour("student, no KD") == colour("TwinBERT_cos, labels only") == colour("baseline")
     assert colour("KD + random mask") != colour("KD") and colour("MATE-KD") != colour("KD")
     assert colour("Annealing KD") != colour("vanilla KD") and colour("TAKD") != colour("KD")
+    knn = ["KD", "KD + random pool", "KD + vanilla-8NN", "KD + Minimax-8NN (k1 = 1)", "KD + Minimax-8NN (k1 = 2)",
+           "KD + Minimax-8NN (k1 = 4)"]  # lesson 09: six methods, six colours; the random controls share one
+    assert len({colour(m) for m in knn}) == 6 and colour("KD + random pool") == colour("KD + random mask")
     assert colour("some new method") == colour("some new method")  # stable for names the table does not know

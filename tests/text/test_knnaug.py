@@ -79,7 +79,7 @@ def test_build_knn_data_maps_every_neighbour_and_scores_it_once(setup):
 
 def test_methods_and_their_errors():
     methods = knnaug.knn_methods(8, [1, 4], 0.22)
-    assert list(methods) == ["KD", "KD + random pool", "KD + vanilla 8NN", "KD + Minimax-8NN (k1 = 1)",
+    assert list(methods) == ["KD", "KD + random pool", "KD + vanilla-8NN", "KD + Minimax-8NN (k1 = 1)",
                              "KD + Minimax-8NN (k1 = 4)"]
     assert methods["KD + Minimax-8NN (k1 = 4)"] == knnaug.Augmentation("minimax", 4, 0.22)
     assert methods["KD + random pool"].per_example == 8
@@ -147,7 +147,7 @@ def test_same_seed_same_start_and_batches_and_the_counts(setup):
     first_ce = {name: r.history[0]["ce"] for name, r in runs.items()}
     assert len({round(v, 6) for v in first_ce.values()}) == 1  # same student start, same first batch
     assert runs["KD"].augmented == 0
-    assert runs["KD + vanilla 5NN"].augmented == 6 * 4 * 5
+    assert runs["KD + vanilla-5NN"].augmented == 6 * 4 * 5
     assert runs["KD + random pool"].augmented == 6 * 4 * 5
     assert runs["KD + Minimax-5NN (k1 = 2)"].augmented == 6 * 4 * 2  # no filter (max_distance 1): always 2
     assert runs["KD + Minimax-5NN (k1 = 2)"].scored == 6 * 4 * 5
