@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kdtutorial.common.corpora import IMDB_FILE, IMDB_SHA256, imdb_pool_path, read_imdb_rows
+from kdtutorial.common.corpora import IMDB_FILE, IMDB_SHA256, imdb_pool_file, read_imdb_rows
 from kdtutorial.common.downloads import (DataNotFoundError, cache_dir, data_root, download, searched_folder_text,
                                          sha256_file)
 
@@ -34,14 +34,16 @@ WIKITEXT_SHA256 = "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239e
 IMDB_SPLITS = {"train": (0, 40000), "heldout": (45000, 50000)}
 
 
-def imdb_sentences(split: str, n: int, *, min_words: int = 5, max_words: int = 60, root=None) -> list[str]:
+def imdb_sentences(split: str, n: int, *, min_words: int = 5, max_words: int = 60, root=None,
+                   online: bool = True) -> list[str]:
     """The first ``n`` sentences of ``split`` ("train" or "heldout", see :data:`IMDB_SPLITS`) with
-    ``min_words..max_words`` words, in file order. The file is read as a stream (it is ordered by review)."""
+    ``min_words..max_words`` words, in file order. The file is read as a stream (it is ordered by review); without
+    it on disk it is built once from the hub when ``online`` (:func:`~kdtutorial.common.corpora.imdb_pool_file`)."""
     if split not in IMDB_SPLITS:
         raise ValueError(f"split must be one of {tuple(IMDB_SPLITS)}, got {split!r}")
     if not (isinstance(n, int) and n >= 1):
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    path = imdb_pool_path(root)
+    path, _ = imdb_pool_file(root, online=online)
     low, high = IMDB_SPLITS[split]
     out = []
     for review, _, sentence in read_imdb_rows(path):

@@ -6,8 +6,8 @@ training data).
 * **IMDB** (:func:`load_imdb_pool`): the 50,000 unlabelled reviews of aclImdb v1.0 (Maas et al., ACL 2011) split
   into 593,486 distinct sentences; the file ``imdb-unsup-sentences/imdb_unsup_sentences.tsv.gz`` of the data root
   (see :mod:`kdtutorial.common.corpora`). Without it, the same kind of file is built once from the Hugging Face hub
-  (``stanfordnlp/imdb``, split ``unsupervised``) with the same splitting rule (:func:`split_review`, pysbd 0.3.4)
-  and cached.
+  (``stanfordnlp/imdb``, split ``unsupervised``) with the same splitting rule (``corpora.split_review``, pysbd
+  0.3.4) and cached.
 * **Pang & Lee polarity v2.0** (:func:`load_polarity_v2_pool`): 2,000 full movie reviews (Pang & Lee, ACL 2004),
   lower-cased and tokenised, one sentence per line: 63,652 distinct lines, a second, small pool. The file is NLTK's
   ``movie_reviews`` corpus zip, checked by sha256.
@@ -18,9 +18,7 @@ embeddings. Nothing here keeps global state or touches the global random generat
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import os
 import re
 import zipfile
@@ -28,26 +26,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from kdtutorial.common.corpora import IMDB_DERIVATION, IMDB_FILE, IMDB_HEADER, imdb_pool_path, read_imdb_rows
-from kdtutorial.common.downloads import (DATA_ENV, ChecksumError, DataNotFoundError, cache_dir, data_root,
-                                         failure_reason, searched_folder_text, sha256_file)
+from kdtutorial.common.corpora import (IMDB_HUB, IMDB_HUB_SPLIT, imdb_pool_file, make_segmenter, read_imdb_rows,
+                                       split_review)
+from kdtutorial.common.downloads import (DATA_ENV, ChecksumError, DataNotFoundError, data_root,
+                                         searched_folder_text, sha256_file)
 
 __all__ = ["IMDB_HUB", "IMDB_HUB_SPLIT", "POLARITY_V2_FILE", "POLARITY_V2_SHA256", "POLARITY_V2_SOURCE", "SentencePool",
            "make_segmenter", "split_review", "load_imdb_pool", "load_polarity_v2_pool"]
 
-#: the hub data set the IMDB pool is built from when the file is not on disk
-IMDB_HUB = "stanfordnlp/imdb"
-IMDB_HUB_SPLIT = "unsupervised"
 #: Pang & Lee polarity v2.0, relative to the data root: NLTK's movie_reviews corpus
 POLARITY_V2_FILE = "movie-review-polarity-v2/movie_reviews.zip"
 POLARITY_V2_SHA256 = "a41211ae685019137410268134db6a1a14428c89b671eb83056151a878539008"
 POLARITY_V2_SOURCE = ("GitHub nltk/nltk_data (commit 5db857e6f7df11eabb5e5665836db9ec8df07e28), "
                       "packages/corpora/movie_reviews.zip")
 
-_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
-_SPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -93,33 +86,6 @@ class SentencePool:
                             f"{self.source}, {n:,} rows drawn with seed {seed}")
 
 
-def make_segmenter():
-    """pysbd's English sentence splitter as the IMDB pool was made with it (``clean=False``: the text is kept)."""
-    try:
-        import pysbd
-    except ImportError as err:
-        raise ImportError("Splitting reviews into sentences needs pysbd: pip install pysbd==0.3.4") from err
-    return pysbd.Segmenter(language="en", clean=False)
-
-
-def split_review(text: str, segmenter) -> list[str]:
-    """The sentences of one review: ``<br />`` / ``<br/>`` / ``<br>`` (any case) end a paragraph, whitespace is
-    collapsed in each paragraph, ``segmenter.segment`` splits it, and each piece is collapsed and stripped again;
-    empty pieces are dropped."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    out = []
-    for paragraph in _BREAK.sub("\n", text).split("\n"):
-        paragraph = _SPACE.sub(" ", paragraph).strip()
-        if not paragraph:
-            continue
-        for piece in segmenter.segment(paragraph):
-            piece = _SPACE.sub(" ", piece).strip()
-            if piece:
-                out.append(piece)
-    return out
-
-
 def _check_word_range(min_words, max_words) -> None:
     for name, value in (("min_words", min_words), ("max_words", max_words)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -137,74 +103,18 @@ def _read_pool_file(path: Path, min_words: int, max_words: int, source: str) -> 
     return SentencePool(sentences, np.array(ids, dtype=np.int64), source)
 
 
-def _write_pool_file(rows, dest: Path) -> None:
-    """Write ``(review_id, sent_idx, sentence)`` rows as a pool file: to ``dest.part`` first, renamed when done."""
-    part = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(part, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed, \
-                io.TextIOWrapper(packed, encoding="utf-8", newline="") as f:
-            f.write("\t".join(IMDB_HEADER) + "\n")
-            for review, index, sentence in rows:
-                f.write(f"{review}\t{index}\t{sentence}\n")
-        os.replace(part, dest)
-    except BaseException:  # a failure (or KeyboardInterrupt) leaves no half-written file behind
-        part.unlink(missing_ok=True)
-        raise
-
-
-def _hub_pool_rows(reviews, segmenter):
-    """The pool file's rows from hub rows (``{"text": ...}``; the row number is the review id), duplicates dropped."""
-    seen = set()
-    for review, row in enumerate(tqdm(reviews, desc="splitting IMDB reviews", unit="review")):
-        for index, sentence in enumerate(split_review(row["text"], segmenter)):
-            if sentence not in seen:
-                seen.add(sentence)
-                yield review, index, sentence
-
-
-def _imdb_help(folder: Path | None, dest: Path, reason: str) -> str:
-    return (f"The IMDB sentence pool was not found and could not be built ({reason}). Folder searched: "
-            f"{searched_folder_text(folder, 'imdb-unsup-sentences')}. Put imdb_unsup_sentences.tsv.gz there "
-            f"(or at {dest}) and point ${DATA_ENV} at the folder above imdb-unsup-sentences. {IMDB_DERIVATION}")
-
-
 def load_imdb_pool(root: str | os.PathLike | None = None, *, online: bool = True, min_words: int = 3,
                    max_words: int = 80, cache: str | os.PathLike | None = None) -> SentencePool:
     """The IMDB sentence pool: the sentences of ``min_words..max_words`` whitespace words, in file order.
 
-    Read from the data root (``data_root(root) / IMDB_FILE``), else from the cache (``cache_dir(cache) /
-    IMDB_FILE``). If neither has it and ``online``, the file is built once from the hub
-    (``datasets.load_dataset("stanfordnlp/imdb", split="unsupervised")``, rows numbered as review ids in the
-    hub's order, each split by :func:`split_review`, exact duplicates dropped keeping the first) and written to
-    the cache. Building splits 50,000 reviews with pysbd and takes minutes.
-
-    Raises ``ValueError`` for bad word limits and :class:`DataNotFoundError`, saying where to put the file and why
-    the hub failed, when there is no file and the hub cannot be used."""
+    The file is :func:`~kdtutorial.common.corpora.imdb_pool_file`'s: the data root's, else the cache's, else (when
+    ``online``) built once from the hub (``stanfordnlp/imdb``, split ``unsupervised``, each review split by pysbd
+    as the mirror was; minutes) and cached. Raises ``ValueError`` for bad word limits and
+    :class:`DataNotFoundError`, saying where to put the file and why the hub failed, when there is no file and the
+    hub cannot be used."""
     _check_word_range(min_words, max_words)
-    folder = data_root(root)
-    try:
-        return _read_pool_file(imdb_pool_path(root), min_words, max_words, "imdb-unsup-sentences (local file)")
-    except DataNotFoundError:
-        pass
-    dest = cache_dir(cache) / IMDB_FILE
-    source = f"imdb-unsup-sentences (built from the hub, {IMDB_HUB} {IMDB_HUB_SPLIT}, cached at {dest})"
-    if dest.is_file():
-        return _read_pool_file(dest, min_words, max_words, source)
-    if not online:
-        raise DataNotFoundError(_imdb_help(folder, dest, "online=False, so the hub was not asked"))
-    try:
-        import datasets
-    except ImportError as err:
-        raise DataNotFoundError(_imdb_help(folder, dest, "the datasets package is not installed: "
-                                                         "pip install datasets")) from err
-    segmenter = make_segmenter()
-    try:
-        reviews = datasets.load_dataset(IMDB_HUB, split=IMDB_HUB_SPLIT)
-    except Exception as err:  # the hub's errors vary (ConnectionError, OSError, offline mode, hub-specific ones)
-        raise DataNotFoundError(_imdb_help(folder, dest, f"the hub failed: {failure_reason(err)}")) from err
-    _write_pool_file(_hub_pool_rows(reviews, segmenter), dest)
-    return _read_pool_file(dest, min_words, max_words, source)
+    path, source = imdb_pool_file(root, online=online, cache=cache)
+    return _read_pool_file(path, min_words, max_words, source)
 
 
 def _polarity_lines(path: Path):

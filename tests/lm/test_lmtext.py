@@ -90,11 +90,12 @@ def test_n_must_be_a_positive_integer(n, tmp_path):
 
 def test_a_missing_sentence_file_says_what_to_put_where(tmp_path, monkeypatch):
     with pytest.raises(DataNotFoundError, match="imdb_unsup_sentences.tsv.gz") as err:
-        lmtext.imdb_sentences("train", 3, root=tmp_path)
+        lmtext.imdb_sentences("train", 3, root=tmp_path, online=False)
     assert str(tmp_path / "imdb-unsup-sentences") in str(err.value) and lmtext.IMDB_SHA256 in str(err.value)
+    assert "online=False" in str(err.value)  # online, the file would be built from the hub (corpora.imdb_pool_file)
     monkeypatch.delenv(DATA_ENV, raising=False)
     with pytest.raises(DataNotFoundError, match=r"\$KDTUTORIAL_DATA is not set"):
-        lmtext.imdb_sentences("heldout", 3)
+        lmtext.imdb_sentences("heldout", 3, online=False)
 
 
 # --- WikiText-2 -----------------------------------------------------------------------------------------------
@@ -197,3 +198,20 @@ def test_text_windows_are_consecutive_and_disjoint():
     assert windows.ids.flatten().tolist() == [ord(c) for c in text[:24]]
     with pytest.raises(ValueError, match="the text has 20 tokens, fewer than 3 windows of 8"):
         lmtext.text_windows(text[:20], CharIds(), 8, 3)
+
+
+def test_without_the_mirror_a_pool_file_in_the_cache_is_read(tmp_path, monkeypatch):
+    """corpora.imdb_pool_file: the data root first, then the cache (where a file built from the hub is kept)."""
+    import gzip
+
+    from kdtutorial.common.downloads import CACHE_ENV
+
+    cached = tmp_path / "cache" / lmtext.IMDB_FILE
+    cached.parent.mkdir(parents=True)
+    with gzip.open(cached, "wt", encoding="utf-8") as f:
+        f.write("review_id\tsent_idx\tsentence\n0\t0\tone two three four five six\n45000\t0\tsix five four three two one\n")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    empty = tmp_path / "data"
+    empty.mkdir()
+    assert lmtext.imdb_sentences("train", 1, root=empty, online=False) == ["one two three four five six"]
+    assert lmtext.imdb_sentences("heldout", 1, root=empty, online=False) == ["six five four three two one"]
