@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from kdtutorial.common.checks import check_sentences
 from kdtutorial.common.downloads import cache_dir
 from kdtutorial.common.environment import autocast
 from kdtutorial.text.tokens import padded_batches, tokenize
@@ -62,23 +63,13 @@ class CachedEmbeddings:
     seconds: float
 
 
-def _sentence_list(sentences, argument: str = "sentences") -> list:
-    if isinstance(sentences, (str, bytes)):
-        raise TypeError(f"{argument} must be a sequence of strings, not one string")
-    sentences = list(sentences)
-    for i, sentence in enumerate(sentences):
-        if not isinstance(sentence, str):
-            raise TypeError(f"{argument}[{i}] is a {type(sentence).__name__}, not a str")
-    return sentences
-
-
 def text_fingerprint(sentences) -> str:
     """The sha256 (hex) of ``sentences``, each encoded as UTF-8 and followed by ``"\\n"``, in order.
 
     Any changed, added, removed or reordered sentence changes it (row ``i`` of the vectors is sentence ``i``).
     """
     digest = hashlib.sha256()
-    for sentence in _sentence_list(sentences):
+    for sentence in check_sentences(sentences):
         digest.update(sentence.encode("utf-8"))
         digest.update(b"\n")
     return digest.hexdigest()
@@ -111,7 +102,7 @@ def mean_pooled_embeddings(encoder: torch.nn.Module, tokenizer, sentences, *, ma
     mode without gradients, and is left in the mode it was in. ``amp`` is bfloat16 autocast on CUDA (a no-op on
     the CPU).
     """
-    sentences = _sentence_list(sentences)
+    sentences = check_sentences(sentences)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size = {batch_size!r} is not allowed: it must be a positive int")
     device = torch.device(device)
@@ -223,7 +214,7 @@ def cached_embeddings(sentences, encoder: torch.nn.Module, tokenizer, *, max_len
     check out (interrupted write, a 16-digit prefix shared by two pools) is recomputed and overwritten, never
     served.
     """
-    sentences = _sentence_list(sentences)
+    sentences = check_sentences(sentences)
     started = time.perf_counter()
     text_fp, model_fp = text_fingerprint(sentences), model_fingerprint(encoder)
     path = embeddings_path(text_fp, model_fp, max_length, cache)

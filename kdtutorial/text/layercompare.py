@@ -25,7 +25,7 @@ from kdtutorial.text import glue
 from kdtutorial.text.finetuning import SentenceClassifier, fine_tune, predict
 from kdtutorial.text.layerdistil import TeacherBatchCache, distil_with_layers
 from kdtutorial.text.layers import layer_map
-from kdtutorial.text.optim import to_device
+from kdtutorial.text.optim import optimiser_kernels, to_device
 from kdtutorial.text.students import copy_layers_encoder, encoder_layers
 from kdtutorial.text.tokens import padded_batches
 
@@ -294,7 +294,8 @@ def step_costs(teacher, pretrained_encoder, task: Task, layers: int, methods, se
                 student.encoder.embeddings.requires_grad_(False)
             d = LayerDistiller(teacher, student, term, layer_map(map_name, layers, n) if map_name else None).to(device)
             d.train()
-            opt = torch.optim.AdamW([p for p in d.parameters() if p.requires_grad], lr=setting.lr)
+            opt = torch.optim.AdamW([p for p in d.parameters() if p.requires_grad], lr=setting.lr,
+                                    **optimiser_kernels(device))  # per-tensor on a CPU: no copies of every weight
             beta = setting.betas.get(term, 0.0)
 
             def loss_of_batch():

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from kdtutorial.common.checks import check_sentences
+
 __all__ = ["RETRIEVERS", "Neighbours", "ExactEmbeddingIndex", "TfidfIndex", "brute_force_neighbours",
            "make_index"]
 
@@ -175,7 +177,7 @@ class TfidfIndex:
 
     def __init__(self, pool_sentences, *, lowercase: bool = True, sublinear_tf: bool = True,
                  ngram_range=(1, 2), min_df=2, max_df=1.0, dtype=np.float32):
-        sentences = _sentences(pool_sentences, "pool_sentences")
+        sentences = check_sentences(pool_sentences, "pool_sentences")
         if not sentences:
             raise ValueError("pool_sentences is empty: there is nothing to search")
         self.vectorizer = TfidfVectorizer(lowercase=lowercase, sublinear_tf=sublinear_tf,
@@ -202,7 +204,7 @@ class TfidfIndex:
         k = _check_k(k, n)
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ValueError(f"batch = {batch!r} is not allowed: it must be a positive int")
-        queries = _sentences(query_sentences, "query_sentences")
+        queries = check_sentences(query_sentences, "query_sentences")
         indices = np.empty((len(queries), k), np.int64)
         scores = np.empty((len(queries), k), np.float32)
         for start in range(0, len(queries), int(batch)):
@@ -229,16 +231,6 @@ def _top_k_of_sparse_row(columns: np.ndarray, values: np.ndarray, k: int):
         picked = np.concatenate([columns, fill])
         picked_scores = np.concatenate([values, np.zeros(len(fill), values.dtype)])
     return _sorted_best_first(picked, picked_scores.astype(np.float32))
-
-
-def _sentences(sentences, argument: str) -> list:
-    if isinstance(sentences, (str, bytes)):
-        raise TypeError(f"{argument} must be a sequence of strings, not one string")
-    sentences = list(sentences)
-    for i, sentence in enumerate(sentences):
-        if not isinstance(sentence, str):
-            raise TypeError(f"{argument}[{i}] is a {type(sentence).__name__}, not a str")
-    return sentences
 
 
 def make_index(retriever: str, *, pool_sentences=None, pool_vectors=None, **options):
