@@ -263,7 +263,9 @@ def saved_activation_bytes(step) -> int:
         if key not in seen:
             seen.add(key)
             total[0] += key[1]
-        return t
+        # not ``t`` itself: a saved output that is the tensor itself refers to its own graph node, a cycle through
+        # autograd's C++ side that the garbage collector cannot see, so every measured graph would stay alive
+        return t.detach()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         step()

@@ -129,3 +129,22 @@ def test_paper_tables_cover_the_reported_tasks():
         assert {"teacher", "no KD", "KD", "PKD-Skip", "ALP-KD"} <= set(table)
         assert all(set(row) == set(lc.REPORTED) for row in table.values())
     assert lc.PAPER_AVERAGE[4]["ALP-KD"] == 77.01 and lc.PAPER_AVERAGE[2]["ALP-KD"] == 67.08
+
+
+def test_saved_activation_bytes_leaves_no_graph_behind():
+    """A pack hook that returned the saved tensor itself would tie an output (tanh saves its result) to its own
+    graph node: a cycle through autograd's C++ side that gc cannot free (lesson 07 once kept 0.8 GB that way)."""
+    import gc
+    import weakref
+
+    w = torch.randn(64, 64, requires_grad=True)
+    refs = []
+
+    def forward():
+        h = torch.tanh(torch.randn(32, 64) @ w)
+        refs.append(weakref.ref(h))
+        return h.sum()
+
+    assert lc.saved_activation_bytes(forward) > 0
+    gc.collect()
+    assert refs[0]() is None
