@@ -24,12 +24,7 @@ POOL = ["the film was good", "a very boring movie", "i loved it", "the plot is n
         "this story was long", "awful", "that actor was very very bad and the movie was long"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def two_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 
 
 @pytest.fixture(scope="module")
