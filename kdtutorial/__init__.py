@@ -4,14 +4,16 @@ The package has one folder per part of the course; parts depend one way only
 (``ranking -> text -> common``, ``vision -> common``, ``lm -> common``; ``course`` imports no lesson code):
 
 * ``common``   what every lesson uses: KD losses, temperature schedules, statistics over seeds, seeding and
-               devices, verified downloads, seeded stratified splits, parameter counts, the shared text corpora
+               devices, verified downloads, seeded stratified splits, parameter counts, the shared text corpora,
+               seeded label noise
 * ``vision``   lessons 01, 02, 04: digits / Fashion-MNIST, MLP and CNN models, the vision training loop,
                objectives binding the losses to cached teacher outputs, multi-seed experiments
-* ``text``     lessons 03, 05, 07, 09: model resolution, tokenised batches, the text training loop (``optim``),
+* ``text``     lessons 03, 05, 07, 09, 10: model resolution, tokenised batches, the text training loop (``optim``),
                layer-copied students, DistilBERT's losses, masked-LM pre-training, fine-tuning, MATE-KD, SST-2,
                layer maps and intermediate-layer losses (PKD, TinyBERT, CKD, ALP-KD), GLUE tasks and scores
                (SST-2, RTE, MRPC, CoLA), unlabelled sentence pools, leakage checks, cached sentence embeddings,
-               retrieval (exact vector index, TF-IDF), Minimax-kNN selection and kNN-augmented KD
+               retrieval (exact vector index, TF-IDF), Minimax-kNN selection and kNN-augmented KD, Annealing KD on
+               text and its combination with MATE-KD, the all-methods harness and two open problems
 * ``ranking``  lesson 06: XGLUE QADSM, transfer sets, the cross-encoder teacher, two-tower students, relevance
                KD losses, ranking metrics, multi-GPU scaling
 * ``lm``       lesson 08: causal LMs (SmolLM2 from its GGUF wheel), decoder students, per-token divergences
@@ -32,11 +34,11 @@ PARTS = ("common", "vision", "text", "ranking", "lm", "course")
 #: module name -> its part (``kd.losses`` is ``kdtutorial.common.losses``)
 MODULES = {
     **dict.fromkeys(("losses", "schedules", "statistics", "environment", "downloads", "splits", "modules", "checks",
-                     "corpora"), "common"),
+                     "corpora", "labelnoise"), "common"),
     **dict.fromkeys(("data", "models", "training", "objectives", "experiments"), "vision"),
     **dict.fromkeys(("hub", "tokens", "optim", "students", "distilbert", "pretraining", "finetuning", "matekd", "sst2",
                      "layers", "intermediate", "layerdistil", "layercompare", "glue", "pool", "leakage", "embedcache",
-                     "retrieval", "minimax", "knnaug"),
+                     "retrieval", "minimax", "knnaug", "annealing", "allmethods", "openproblems"),
                     "text"),
     **dict.fromkeys(("qadsm", "transfer", "crossencoder", "twotower", "rankers", "relevance", "metrics", "scaling"),
                     "ranking"),

@@ -280,8 +280,65 @@ def minimax_knn(K: int = 8, k1: int = 4):
     return fig
 
 
+def all_in_one(methods=("no KD", "KD", "PKD", "ALP-KD", "Annealing KD", "MATE-KD", "Minimax-kNN",
+                         "Annealing + MATE")):
+    """Lesson 10: one setting for every method (the talk's all-in-one comparison): one teacher and one student
+    architecture per task, the same seeds, rows and number of student updates; each student is scored at fixed
+    update counts, the checkpoint is chosen on held-out train, and the dev set is read once."""
+    fig, ax = _canvas(11.5, 4.6, "One setting, every method: only the loss (and what it is computed on) differs")
+    shared = _box(ax, 1.3, 2.3, "shared by all:\nteacher, student start,\nseeds, training rows,\nU student updates",
+                  "data", w=2.3, h=1.4, fontsize=8)
+    ys = np.linspace(4.0, 0.6, len(methods))
+    for y, m in zip(ys, methods):
+        box = _box(ax, 4.6, y, m, "student", w=1.9, h=0.34, fontsize=8)
+        _arrow(ax, shared, box)
+    pick = _box(ax, 7.6, 2.3, "score at fixed\nupdate counts:\nheld-out train\nand dev", "teacher", w=1.9, h=1.2,
+                fontsize=8)
+    report = _box(ax, 10.2, 3.0, "choose on held-out\n-> report dev once", "loss", w=2.1, h=0.7, fontsize=8)
+    oracle = _box(ax, 10.2, 1.5, "choose on dev\n(the release's way)\n-> inflated", "data", w=2.1, h=0.8, fontsize=8)
+    ax.annotate("", xy=(pick[0] - pick[2], pick[1]), xytext=(5.6, pick[1]),
+                arrowprops=dict(arrowstyle="-|>", color="#444444", lw=1.4))
+    _arrow(ax, pick, report)
+    _arrow(ax, pick, oracle)
+    return fig
+
+
+def checkpoint_choice():
+    """Lesson 10, open problem 1 ("more accurate teachers are not necessarily better teachers"): one teacher run,
+    four checkpoints of it (early, middle, best on held-out, over-trained), the same KD students from each."""
+    fig, ax = _canvas(11, 3.6, "Which checkpoint of the teacher should teach?")
+    run = _box(ax, 1.3, 1.8, "one teacher\nfine-tuning run\n(many epochs)", "teacher", w=2.0, h=1.0, fontsize=8)
+    names = ("early", "middle", "best (held-out)", "over-trained")
+    for y, name in zip((3.0, 2.2, 1.4, 0.6), names):
+        c = _box(ax, 4.3, y, name, "teacher", w=2.0, h=0.45, fontsize=8)
+        s = _box(ax, 7.1, y, "KD student\n(same seeds)", "student", w=1.8, h=0.55, fontsize=8)
+        _arrow(ax, run, c)
+        _arrow(ax, c, s)
+    _box(ax, 9.8, 1.8, "student score\nagainst\nteacher score", "loss", w=1.7, h=1.0, fontsize=8)
+    return fig
+
+
+def noisy_labels(share: float = 0.3):
+    """Lesson 10, open problem 2: a share of the training labels flipped; a teacher fine-tuned on the noisy labels;
+    students on the same noisy rows from labels alone, KD, and KD weighted towards the teacher; scored on clean dev."""
+    fig, ax = _canvas(11, 3.6, f"Noisy labels: {share:.0%} of the training labels flipped, does KD refine them?")
+    data = _box(ax, 1.3, 1.8, "training rows\nwith flipped labels", "data", w=2.0, h=0.8, fontsize=8)
+    teacher = _box(ax, 4.2, 2.8, "teacher fine-tuned\non the noisy labels", "teacher", w=2.2, h=0.7, fontsize=8)
+    rows = (("labels only", 2.8), ("KD, alpha 0.5", 1.8), ("KD, alpha 0.9\n(towards the teacher)", 0.8))
+    for name, y in rows:
+        s = _box(ax, 7.4, y, name, "student", w=2.1, h=0.6, fontsize=8)
+        _arrow(ax, data, s)
+        if name != "labels only":
+            _arrow(ax, teacher, s, colour_=ROLE["teacher"])
+    _arrow(ax, data, teacher)
+    _box(ax, 9.9, 1.8, "clean dev\nscore", "loss", w=1.3, h=0.7, fontsize=8)
+    ax.text(4.2, 0.3, "and: on how many flipped rows does the teacher predict the true label?", ha="center",
+            fontsize=8, color="#444444")
+    return fig
+
+
 LESSON_DIAGRAMS = {"01_soft_targets": kd_loss, "02_label_smoothing": label_smoothing_vs_kd,
                    "03_distilbert_losses": triple_loss, "04_annealing_kd": annealing_stages,
                    "05_mate_kd": mate_kd_loop, "06_qadsm_two_tower": serving,
                    "07_layer_distillation": skip_and_search, "08_language_model_distillation": three_sources,
-                   "09_knn_augmentation": minimax_knn}
+                   "09_knn_augmentation": minimax_knn, "10_all_methods": all_in_one}

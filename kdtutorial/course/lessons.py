@@ -22,7 +22,7 @@ from kdtutorial.course.parameters import (COMMON_RULES, Choice, Flag, Float, Int
                                           Requires, Text)
 
 __all__ = ["LESSONS", "ARCHITECTURES", "VISION_DATASETS", "GLUE_TASKS", "LAYER_METHODS", "LM_METHODS", "LM_INITS",
-           "RETRIEVERS", "lesson", "settle"]
+           "RETRIEVERS", "ALL_METHODS", "lesson", "settle"]
 
 #: the vision lessons' model names (``kdtutorial.vision.models.ARCHITECTURES``) and data sets (``...data.VISION_NAMES``)
 ARCHITECTURES = ("cnn-teacher", "cnn-small", "mlp-large", "mlp-medium", "mlp-small", "mlp-tiny")
@@ -40,6 +40,8 @@ LM_METHODS = ("supervised CE", "word-level KD", "top-k KD", "sequence-level KD",
 LM_INITS = ("copied", "random")
 #: lesson 09's retrievers (``kdtutorial.text.retrieval.RETRIEVERS``)
 RETRIEVERS = ("embedding", "tfidf")
+#: lesson 10's methods (``kdtutorial.text.allmethods.METHODS``)
+ALL_METHODS = ("no KD", "KD", "PKD", "ALP-KD", "Annealing KD", "MATE-KD", "Minimax-kNN", "Annealing + MATE")
 
 _positive = Float(0, 100, low_open=True)   # temperatures
 _rate = Float(0, 1, low_open=True)         # learning rates
@@ -175,6 +177,41 @@ LESSONS: dict[str, Lesson] = {
                   EVAL_BATCH=1024),
         requires=(Requires(("K1S", "K"), lambda p: max(p.K1S) <= p.K,
                            "every k1 in K1S at most K (Minimax-kNN keeps k1 of the K retrieved neighbours)"),),
+    ),
+    "10_all_methods": Lesson(
+        rules=dict(TEACHER=Text(), EMBEDDER=Text(), TASKS=ListOf(Choice(*GLUE_TASKS)),
+                   METHODS=ListOf(Choice(*ALL_METHODS)), STUDENT_DEPTH=Int(1, 48), GENERATOR_LAYERS=_layers,
+                   MAX_LENGTH=Int(8, 512), TEACHER_SENTENCES=Int(16, 10**6), TEACHER_EPOCHS=Int(1, 100),
+                   TEACHER_BATCH=Int(2, 4096), TEACHER_LR=_rate, STUDENT_SENTENCES=Int(16, 10**6),
+                   SELECT_SENTENCES=Int(16, 10**6), DEV_ROWS=Int(16, 10**6), HEAD_SENTENCES=Int(16, 10**6),
+                   HEAD_EPOCHS=Int(1, 100), POOL_SENTENCES=Int(100, 10**7), PAIR_POOL_ROWS=Int(16, 10**7),
+                   UPDATES=Int(1, 10**6), BATCH_SIZE=Int(2, 4096), LR=_rate, T=_positive, ALPHA=_share,
+                   PKD_BETA=Float(0, 10_000), ALP_BETA=Float(0, 10_000), TAU_MAX=Int(1, 100),
+                   STAGE1_SHARE=Float(0, 1, low_open=True), N_GEN=Int(0, 1000), N_STUDENT=Int(1, 10**6),
+                   P_MASK=Float(0, 1, low_open=True), GEN_LR=_share, K=Int(1, 256), K1=Int(1, 256),
+                   MAX_DISTANCE=_share, CHECKPOINTS=Int(1, 100), FREEZE_EMBEDDINGS=Flag(), EMBED_BATCH=Int(1, 65536),
+                   EVAL_BATCH=Int(1, 65536), OPEN_TASK=Choice(*GLUE_TASKS), CKPT_SENTENCES=Int(16, 10**6),
+                   CKPT_EPOCHS=Int(1, 100), CKPT_EVERY=Int(1, 10**6), NOISE=ListOf(_share), WORKERS=Int(1, 64)),
+        quick=dict(N_SEEDS=2, TASKS=["sst2", "mrpc"], STUDENT_DEPTH=2, MAX_LENGTH=48, TEACHER_SENTENCES=384,
+                   TEACHER_EPOCHS=1, TEACHER_BATCH=16, TEACHER_LR=1e-4, STUDENT_SENTENCES=128, SELECT_SENTENCES=64,
+                   DEV_ROWS=160, HEAD_SENTENCES=384, HEAD_EPOCHS=2, POOL_SENTENCES=2000, PAIR_POOL_ROWS=256,
+                   UPDATES=10, BATCH_SIZE=8, N_GEN=1, N_STUDENT=10, GEN_LR=1e-3, K=4, K1=2, CHECKPOINTS=2,
+                   FREEZE_EMBEDDINGS=True, EMBED_BATCH=128, EVAL_BATCH=128, CKPT_SENTENCES=192, CKPT_EPOCHS=3,
+                   CKPT_EVERY=6, NOISE=[0.3], WORKERS=1),
+        full=dict(N_SEEDS=5, TASKS=["sst2", "cola", "mrpc"], STUDENT_DEPTH=3, MAX_LENGTH=64, TEACHER_SENTENCES=12000,
+                  TEACHER_EPOCHS=2, TEACHER_BATCH=32, TEACHER_LR=5e-5, STUDENT_SENTENCES=3000,
+                  SELECT_SENTENCES=1000, DEV_ROWS=10**6, HEAD_SENTENCES=12000, HEAD_EPOCHS=5, POOL_SENTENCES=10**7,
+                  PAIR_POOL_ROWS=10**7, UPDATES=150, BATCH_SIZE=32, N_GEN=10, N_STUDENT=100, GEN_LR=1e-4, K=8,
+                  K1=4, CHECKPOINTS=3, FREEZE_EMBEDDINGS=False, EMBED_BATCH=1024, EVAL_BATCH=1024,
+                  CKPT_SENTENCES=3000, CKPT_EPOCHS=6, CKPT_EVERY=47, NOISE=[0.0, 0.1, 0.3], WORKERS=8),
+        requires=(Requires(("K1", "K"), lambda p: p.K1 <= p.K,
+                           "K1 at most K (Minimax-kNN keeps K1 of the K retrieved neighbours)"),
+                  Requires(("CHECKPOINTS", "UPDATES"), lambda p: p.CHECKPOINTS <= p.UPDATES,
+                           "CHECKPOINTS at most UPDATES (each checkpoint is a student update count)"),
+                  Requires(("METHODS",), lambda p: "no KD" in p.METHODS,
+                           "METHODS to include 'no KD' (the baseline every gain is measured from)"),
+                  Requires(("OPEN_TASK", "TASKS"), lambda p: p.OPEN_TASK in p.TASKS,
+                           "OPEN_TASK one of TASKS (the open problems reuse its prepared data)")),
     ),
 }
 

@@ -135,7 +135,8 @@ class Requires:
         if not self.holds(settled):
             first, *others = self.names
             context = ", ".join(f"{n} = {getattr(settled, n)!r}" for n in others)
-            raise ParameterError(f"{first} = {getattr(settled, first)!r} is not allowed with {context}: "
+            context = f" with {context}" if others else ""
+            raise ParameterError(f"{first} = {getattr(settled, first)!r} is not allowed{context}: "
                                  f"expected {self.allowed}")
 
 

@@ -18,8 +18,9 @@ DPI = 90
 _PALETTE = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
             "#56b4e9"]
 METHOD_COLOURS = (
-    ("teacher", "#333333"), ("MATE-KD", "#d55e00"), ("random mask", "#de8f05"), ("random pool", "#de8f05"),
-    ("k1 = 1)", "#fbafe4"), ("k1 = 2)", "#cc78bc"), ("Minimax-", "#d55e00"), ("vanilla-", "#029e73"), ("Annealing KD", "#d55e00"),
+    ("teacher", "#333333"), ("Annealing + MATE", "#ece133"), ("Minimax-kNN", "#56b4e9"), ("ALP-KD", "#cc78bc"),
+    ("PKD", "#029e73"), ("MATE-KD", "#d55e00"), ("random mask", "#de8f05"), ("random pool", "#de8f05"),
+    ("k1 = 1)", "#fbafe4"), ("k1 = 2)", "#cc78bc"), ("Minimax-", "#d55e00"), ("vanilla-", "#029e73"), ("Annealing KD", "#ca9161"),
     ("TAKD", "#cc78bc"), ("label smoothing", "#029e73"), ("Tf-KD", "#ca9161"), ("defective", "#fbafe4"),
     ("reverse", "#56b4e9"), ("random init", "#ca9161"), ("without L", "#cc78bc"), ("internal", "#56b4e9"),
     ("no distillation", "#949494"), ("no KD", "#949494"), ("labels only", "#949494"), ("scratch", "#949494"),
@@ -116,3 +117,17 @@ def heatmap(ax, table, fmt: str = ".1f", title: str = "", cmap: str = "viridis")
     sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, ax=ax, cbar=False)
     if title:
         ax.set_title(title)
+
+
+def interval_bars(ax, labels, means, lows, highs, title: str = "", xlabel: str = "") -> None:
+    """Horizontal bars of ``means`` with interval whiskers ``lows``..``highs`` (nan: no whisker), one colour per
+    label (:func:`colour`), a line at 0: a gain over a baseline with its confidence interval."""
+    y = np.arange(len(labels))[::-1]
+    means, lows, highs = (np.asarray(v, float) for v in (means, lows, highs))
+    ax.barh(y, means, color=[colour(m) for m in labels], alpha=0.85)
+    ok = ~np.isnan(lows)
+    ax.errorbar(means[ok], y[ok], xerr=[means[ok] - lows[ok], highs[ok] - means[ok]], fmt="none", ecolor="#333333",
+                capsize=3, lw=1)
+    ax.axvline(0, color="#333333", lw=0.8)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set(title=title, xlabel=xlabel)

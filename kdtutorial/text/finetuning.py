@@ -55,7 +55,8 @@ class SentenceClassifier(nn.Module):
 
 def fine_tune(model: nn.Module, text, labels, *, epochs: int = 2, lr: float = 5e-5, batch_size: int = 32,
               warmup: float = 0.1, weight_decay: float = 0.01, seed: int = 0, device="cpu", amp: bool = False,
-              max_steps: int | None = None, freeze_embeddings: bool = False, progress: bool = True) -> list:
+              max_steps: int | None = None, freeze_embeddings: bool = False, progress: bool = True,
+              after_step=None) -> list:
     """Train ``model`` (a :class:`SentenceClassifier`) on ``text`` / ``labels`` with cross-entropy.
 
     ``freeze_embeddings=True`` keeps the encoder's embedding layer fixed: on a small model such as MiniLM the
@@ -64,7 +65,8 @@ def fine_tune(model: nn.Module, text, labels, *, epochs: int = 2, lr: float = 5e
 
     AdamW, linear warm-up over the first ``warmup`` share of the steps, then linear decay to 0, the usual
     BERT fine-tuning recipe. The batch order is seeded with ``seed`` (the model's random head and dropout
-    follow torch's global seed: call ``seed_everything`` first). Returns the loss of every step.
+    follow torch's global seed: call ``seed_everything`` first). Returns the loss of every step. ``after_step``:
+    as in :func:`~kdtutorial.text.optim.train_steps` (e.g. to keep checkpoints of a teacher).
     """
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
 
@@ -78,7 +80,7 @@ def fine_tune(model: nn.Module, text, labels, *, epochs: int = 2, lr: float = 5e
     frozen = model.encoder.embeddings.parameters() if freeze_embeddings else ()
     return train_steps(model, batches, loss_of, n_rows=len(text), epochs=epochs, batch_size=batch_size, lr=lr,
                        weight_decay=weight_decay, warmup=warmup, device=device, amp=amp, max_steps=max_steps,
-                       frozen=frozen, desc="fine-tune", progress=progress)
+                       frozen=frozen, desc="fine-tune", progress=progress, after_step=after_step)
 
 
 @torch.no_grad()

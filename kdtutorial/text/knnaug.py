@@ -38,7 +38,7 @@ from kdtutorial.text.minimax import candidate_divergence, check_k1, distance_fil
 from kdtutorial.text.optim import adamw_with_warmup
 from kdtutorial.text.tokens import TokenizedText, pad_rows, padded_batches, tokenize
 
-__all__ = ["AUGMENTATION_KINDS", "Augmentation", "knn_methods", "KnnData", "build_knn_data", "KnnSetting", "KnnRun",
+__all__ = ["AUGMENTATION_KINDS", "Augmentation", "knn_methods", "KnnData", "build_knn_data", "knn_data_from_tokens", "KnnSetting", "KnnRun",
            "augmented_rows", "train_knn_student", "compare_knn_methods"]
 
 AUGMENTATION_KINDS = ("none", "random", "knn", "minimax")
@@ -129,16 +129,32 @@ def build_knn_data(teacher, tokenizer, train_sentences, labels, pool_sentences, 
     reservoir = np.random.default_rng(seed).choice(len(pool_sentences), size=int(random_count), replace=False)
     pool_rows, position = np.unique(np.concatenate([nb.reshape(-1), reservoir]), return_inverse=True)
     cand_sentences = [pool_sentences[i] for i in pool_rows]
-    train_text = tokenize(tokenizer, train_sentences, max_length)
-    cand_text = tokenize(tokenizer, cand_sentences, max_length)
-    run = dict(batch_size=batch_size, device=device, amp=amp)
     scores = np.zeros(nb.shape, np.float32) if neighbour_scores is None else np.asarray(neighbour_scores, np.float32)
+    return knn_data_from_tokens(teacher, tokenize(tokenizer, train_sentences, max_length), labels,
+                                tokenize(tokenizer, cand_sentences, max_length), cand_sentences,
+                                position[: nb.size].reshape(nb.shape), scores, position[nb.size:], pool_rows,
+                                batch_size=batch_size, device=device, amp=amp)
+
+
+def knn_data_from_tokens(teacher, train_text: TokenizedText, labels, cand_text: TokenizedText, cand_sentences,
+                         neighbours, scores, random_rows, pool_rows, *, batch_size: int = 256, device="cpu",
+                         amp: bool = False) -> KnnData:
+    """A :class:`KnnData` from texts already tokenised (e.g. sentence pairs whose first sentence was replaced by a
+    neighbour): ``neighbours`` ``[n, K]`` and ``random_rows`` are rows of ``cand_text``; the frozen ``teacher``
+    scores ``train_text`` and ``cand_text`` once."""
+    nb = np.asarray(neighbours, dtype=np.int64)
+    if nb.ndim != 2 or nb.shape[0] != len(train_text):
+        raise ValueError(f"neighbours must be [n, K] with n = {len(train_text)} training rows, got shape {nb.shape}")
+    if nb.size and (nb.min() < 0 or nb.max() >= len(cand_text)):
+        raise ValueError(f"neighbours must be rows of cand_text (0 .. {len(cand_text) - 1})")
+    if len(cand_sentences) != len(cand_text):
+        raise ValueError(f"{len(cand_sentences)} candidate sentences for {len(cand_text)} tokenised candidates")
+    run = dict(batch_size=batch_size, device=device, amp=amp)
     return KnnData(train_text=train_text, labels=torch.as_tensor(np.asarray(labels), dtype=torch.long),
                    teacher_logits=predict(teacher, train_text, **run), cand_text=cand_text,
-                   cand_sentences=cand_sentences, cand_teacher_logits=predict(teacher, cand_text, **run),
-                   neighbours=torch.as_tensor(position[: nb.size].reshape(nb.shape)),
-                   scores=torch.as_tensor(scores), random_rows=torch.as_tensor(position[nb.size:]),
-                   pool_rows=pool_rows)
+                   cand_sentences=list(cand_sentences), cand_teacher_logits=predict(teacher, cand_text, **run),
+                   neighbours=torch.as_tensor(nb), scores=torch.as_tensor(np.asarray(scores, np.float32)),
+                   random_rows=torch.as_tensor(np.asarray(random_rows, np.int64)), pool_rows=np.asarray(pool_rows))
 
 
 @dataclass(frozen=True)
@@ -207,11 +223,13 @@ def augmented_rows(aug: Augmentation, data: KnnData, rows, student=None, *, allo
 
 
 def train_knn_student(student, data: KnnData, aug: Augmentation, setting: KnnSetting, *, seed: int = 0,
-                      progress: bool = False) -> KnnRun:
+                      progress: bool = False, after_step=None) -> KnnRun:
     """Distil ``student`` (a :class:`~kdtutorial.text.finetuning.SentenceClassifier`) for ``setting.steps`` steps on
     ``data`` with augmentation ``aug`` (the loss in the module docstring). Batches of training sentences are drawn
     by epoch from a generator seeded with ``seed``, so every method sees the same ones; the random control's draws
-    use their own seeded generator. The student is left in eval mode on ``setting.device``."""
+    use their own seeded generator. The student is left in eval mode on ``setting.device``. ``after_step(updates)``:
+    called after every update with the updates so far (its time is not counted in ``seconds``; it may put the
+    student in eval mode, training resumes in train mode)."""
     device = torch.device(setting.device)
     student.to(device).train()
     frozen = [w for w in student.encoder.embeddings.parameters() if w.requires_grad] \
@@ -262,6 +280,12 @@ def train_knn_student(student, data: KnnData, aug: Augmentation, setting: KnnSet
                     history.append({"step": len(history) + 1, "loss": loss.detach(), "ce": ce.detach(),
                                     "kd": kd.detach(), "aug_kd": aug_kd.detach(), "n_aug": len(extra)})
                     bar.update(1)
+                    if after_step is not None:
+                        synchronize(device)
+                        paused = time.perf_counter()
+                        after_step(len(history))
+                        student.train()
+                        start += time.perf_counter() - paused
                 epoch += 1
         synchronize(device)
     finally:

@@ -70,7 +70,8 @@ PAPER_AVERAGE = {4: {"no KD": 74.61, "KD": 76.02, "PKD-Skip": 76.44, "CKD-NO": 7
 @dataclass
 class Task:
     """One GLUE task tokenised: ``train`` (the part of GLUE train that trains, in a seeded order), ``select``
-    (the held-out part of train that chooses the epoch) and ``dev`` (GLUE's labelled dev set, scored once)."""
+    (the held-out part of train that chooses the epoch) and ``dev`` (GLUE's labelled dev set, scored once);
+    ``train_raw``: the training rows as text (:class:`~kdtutorial.text.glue.GlueData`), in the same order."""
 
     name: str
     train: object
@@ -79,6 +80,7 @@ class Task:
     select_labels: np.ndarray
     dev: object
     dev_labels: np.ndarray
+    train_raw: object = None
 
     @property
     def metric(self) -> str:
@@ -97,19 +99,22 @@ class Task:
 
 
 def build_task(name: str, tokenizer, max_length: int, *, select_share: float = 0.1,
-               select_sentences: int | None = None, seed: int = 0, root=None) -> Task:
+               select_sentences: int | None = None, seed: int = 0, root=None, dev_rows: int | None = None) -> Task:
     """Load GLUE task ``name`` (:data:`kdtutorial.text.glue.GLUE_TASKS`), hold out ``select_share`` of its train
     set (at most ``select_sentences`` rows; label-stratified, seeded) for model selection, put the rest in a
-    seeded order and tokenise all three."""
+    seeded order and tokenise all three. ``dev_rows``: keep only a seeded, label-stratified sample of that many dev
+    rows (a quick run's shortcut; ``None``: the whole labelled dev set)."""
     train_all = glue.load_glue(name, "train", root)
     dev = glue.load_glue(name, "dev", root)
+    if dev_rows is not None and dev_rows < len(dev):
+        dev = glue.held_out(dev, dev_rows / len(dev), seed)[1]
     if select_sentences is not None:
         select_share = min(select_share, select_sentences / len(train_all))
     train, select = glue.held_out(train_all, select_share, seed)
     train = train.subset(np.random.default_rng(seed).permutation(len(train)))
     tok = lambda data: glue.glue_tokens(tokenizer, data, max_length)  # noqa: E731
     return Task(name, tok(train), np.asarray(train.labels), tok(select), np.asarray(select.labels), tok(dev),
-                np.asarray(dev.labels))
+                np.asarray(dev.labels), train_raw=train)
 
 
 def new_student(pretrained_encoder, layers: int, init: str = "bottom", n_classes: int = 2) -> SentenceClassifier:

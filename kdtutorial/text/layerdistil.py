@@ -161,11 +161,11 @@ def distil_with_layers(teacher, student, text, labels, *, term: str, lmap: Layer
                        alpha: float = 0.5, beta: float = 1.0, epochs: int = 1, lr: float = 5e-5, batch_size: int = 32,
                        seed: int = 0, device="cpu", amp: bool = False, max_steps: int | None = None,
                        freeze_embeddings: bool = False, after_epoch=None, cache: TeacherBatchCache | None = None,
-                       progress: bool = True):
+                       progress: bool = True, after_step=None):
     """Train ``student`` (a :class:`~kdtutorial.text.finetuning.SentenceClassifier`) on ``text`` / ``labels`` by
     ``term`` (see the module docstring; ``none``: cross-entropy only, whatever ``alpha`` and ``beta``). Returns
     ``(losses per step, the LayerDistiller)``; the student is trained in place. ``freeze_embeddings`` keeps the
-    student's embedding layer fixed (a cheaper CPU step); ``after_epoch`` as in ``train_steps``; ``cache`` reuses
+    student's embedding layer fixed (a cheaper CPU step); ``after_epoch`` and ``after_step`` as in ``train_steps``; ``cache`` reuses
     the teacher's outputs of batches seen before (:class:`TeacherBatchCache`)."""
     distiller = LayerDistiller(teacher, student, term, lmap, cache)
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
@@ -180,7 +180,8 @@ def distil_with_layers(teacher, student, text, labels, *, term: str, lmap: Layer
     frozen = list(teacher.parameters()) + (list(student.encoder.embeddings.parameters()) if freeze_embeddings else [])
     losses = train_steps(distiller, batches, loss_of, n_rows=len(text), epochs=epochs, batch_size=batch_size, lr=lr,
                          weight_decay=0.01, warmup=0.1, device=device, amp=amp, max_steps=max_steps,
-                         frozen=frozen, desc=f"distil ({term})", progress=progress, after_epoch=after_epoch)
+                         frozen=frozen, desc=f"distil ({term})", progress=progress, after_epoch=after_epoch,
+                         after_step=after_step)
     for p in teacher.parameters():  # train_steps gives frozen parameters their requires_grad back (the teacher's not)
         p.requires_grad_(False)
     return losses, distiller

@@ -287,7 +287,7 @@ def train_mate_kd(teacher, student, generator_model, text, labels, *, mask_token
                   adversarial: bool = True, augment: bool = True, lr: float = 5e-5, gen_lr: float = 5e-7,
                   batch_size: int = 32, warmup: float = 0.1, weight_decay: float = 0.01, clip: float | None = 5.0,
                   freeze_embeddings: bool = False, never_write=(), seed: int = 0, device="cpu", amp: bool = False,
-                  progress: bool = True) -> list:
+                  progress: bool = True, after_step=None) -> list:
     """Train ``student`` with MATE-KD and return one dict per batch (``step``, ``phase``, then ``divergence`` for a
     generator step or the loss terms for a student step).
 
@@ -304,6 +304,8 @@ def train_mate_kd(teacher, student, generator_model, text, labels, *, mask_token
     and the generator's word embeddings (tied to its output matrix) are not trained: cheaper CPU steps, and no
     optimiser state for the two largest matrices (as in :func:`kdtutorial.text.finetuning.fine_tune`). ``never_write``: token ids
     ``G`` may not write, on top of the special tokens and ``[MASK]`` (:meth:`Masking.for_text`).
+    ``after_step(updates)``: called after every student update with the student updates so far (it may put the
+    student in eval mode; training resumes in train mode).
     """
     weights = student_loss_weights(form, lam)
     masking = Masking.for_text(text, mask_token_id, never_write, p=p)
@@ -359,6 +361,9 @@ def train_mate_kd(teacher, student, generator_model, text, labels, *, mask_token
                                            tau=tau, schedule=sched, noise_generator=noise, clip=clip, amp=amp)
                     history.append({"step": len(history) + 1, "phase": phase, **out})
                     bar.update(1)
+                    if after_step is not None and phase == "student":
+                        after_step(sum(h["phase"] == "student" for h in history))
+                        student.train()
                 epoch += 1
     finally:
         for w in frozen:

@@ -61,7 +61,8 @@ def to_device(t: torch.Tensor, device) -> torch.Tensor:
 
 def train_steps(model, batches, loss_of, *, n_rows: int, epochs: int, batch_size: int, lr: float,
                 weight_decay: float, warmup: float, device, amp: bool = False, max_steps: int | None = None,
-                frozen=(), desc: str = "train", progress: bool = True, accelerator=None, after_epoch=None) -> list:
+                frozen=(), desc: str = "train", progress: bool = True, accelerator=None, after_epoch=None,
+                after_step=None) -> list:
     """Train ``model`` and return the loss of every step; the model is left in eval mode.
 
     The loop never waits for the GPU: inputs go through :func:`to_device`, and the losses stay on the device until
@@ -73,7 +74,8 @@ def train_steps(model, batches, loss_of, *, n_rows: int, epochs: int, batch_size
     :func:`adamw_with_warmup`; bf16 autocast on CUDA when ``amp``; parameters in ``frozen`` are not trained (and
     get ``requires_grad`` back afterwards). ``after_epoch(epoch)``, when given, is called after each epoch (e.g. to
     score the model on a held-out set and keep the best epoch); it may switch the model to eval mode, training
-    resumes in train mode.
+    resumes in train mode. ``after_step(updates)``, likewise, after every optimiser update, with the number of
+    updates so far (e.g. to score checkpoints at fixed update counts, whatever the epoch length).
 
     ``accelerator``: a Hugging Face ``accelerate.Accelerator`` (the script runs under ``accelerate launch``; see
     :mod:`kdtutorial.ranking.scaling`). The model trains data-parallel on ``accelerator.device`` (``device`` is ignored):
@@ -122,6 +124,9 @@ def train_steps(model, batches, loss_of, *, n_rows: int, epochs: int, batch_size
                     schedule.step()
                     losses.append(loss.detach())
                     bar.update(1)
+                    if after_step is not None:
+                        after_step(len(losses))
+                        model.train()
                 if after_epoch is not None:
                     after_epoch(epoch)
                     model.train()

@@ -51,11 +51,17 @@ SMALL = {  # text lessons: one seed (their verdict lines then say "not judged"),
     "09_knn_augmentation.ipynb": dict(N_SEEDS=1, TEACHER_SENTENCES=64, STUDENT_SENTENCES=32, POOL_SENTENCES=500,
                                       STEPS=3, BATCH_SIZE=8, K=4, K1S=[2], RETRIEVER="tfidf", MAX_DISTANCE=1.0,
                                       STUDENT_LAYERS=[1], SEED=1),
+    "10_all_methods.ipynb": dict(N_SEEDS=1, TASKS=["rte"], OPEN_TASK="rte", METHODS=["no KD", "KD", "Annealing + MATE",
+                                                                                     "Minimax-kNN"],
+                                 TEACHER_SENTENCES=48, STUDENT_SENTENCES=24, SELECT_SENTENCES=16, DEV_ROWS=32,
+                                 HEAD_SENTENCES=48, HEAD_EPOCHS=1, PAIR_POOL_ROWS=32, UPDATES=3, BATCH_SIZE=8,
+                                 CHECKPOINTS=1, K=2, K1=1, CKPT_SENTENCES=32, CKPT_EPOCHS=2, CKPT_EVERY=2,
+                                 NOISE=[0.5], STUDENT_DEPTH=1, SEED=1),
 }
 # the data set each quick run reports (default: digits)
 QUICK_DATASET = {"03_distilbert_losses.ipynb": "sst2", "05_mate_kd.ipynb": "sst2", "06_qadsm_two_tower.ipynb": "qadsm-de",
                  "07_layer_distillation.ipynb": "sst2", "08_language_model_distillation.ipynb": "imdb-unsup-sentences",
-                 "09_knn_augmentation.ipynb": "sst2"}
+                 "09_knn_augmentation.ipynb": "sst2", "10_all_methods.ipynb": "glue"}
 BAD = {
     "01_soft_targets.ipynb": ("N_SEEDS", 0, "N_SEEDS = 0 is not allowed: expected an integer from 1 to 50"),
     "02_label_smoothing.ipynb": ("DATASET", "cifar10",
@@ -72,6 +78,8 @@ BAD = {
                                              "STUDENT_LAYERS: the teacher has layers 0..29; it lacks [30]"),
     "09_knn_augmentation.ipynb": ("K1S", [1, 16], "K1S = [1, 16] is not allowed with K = 8: expected every k1 in K1S "
                                   "at most K (Minimax-kNN keeps k1 of the K retrieved neighbours)"),
+    "10_all_methods.ipynb": ("OPEN_TASK", "cola", "OPEN_TASK = 'cola' is not allowed with TASKS = ['sst2', 'mrpc']: "
+                             "expected OPEN_TASK one of TASKS (the open problems reuse its prepared data)"),
 }
 
 
