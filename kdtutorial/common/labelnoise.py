@@ -23,6 +23,8 @@ def flip_labels(labels, share: float, seed: int, n_classes: int | None = None) -
     if isinstance(share, bool) or not isinstance(share, numbers.Real) or not 0 <= share <= 1:
         raise ValueError(f"share = {share!r} is not allowed: the share of labels to flip, a number in [0, 1]")
     k = max(2, int(y.max()) + 1 if len(y) else 2) if n_classes is None else int(n_classes)
+    if k < 2:
+        raise ValueError(f"n_classes = {n_classes!r} is not allowed: a flipped label needs another class, at least 2")
     if len(y) and (y.min() < 0 or y.max() >= k):
         raise ValueError(f"labels must be class ids 0 .. {k - 1}, found {int(y.min())} .. {int(y.max())}")
     rng = np.random.default_rng(seed)

@@ -49,9 +49,13 @@ def stage_updates(updates: int, stage1_share: float) -> tuple[int, int]:
 def stage1_phis(stage1: int, tau_max: int) -> list[float]:
     """``phi(T)`` for each of ``stage1`` updates: ``T = tau_max, ..., 1`` in equal blocks (update ``u`` gets
     ``T = tau_max - floor(u * tau_max / stage1)``), so the targets sharpen from ``z_t / tau_max`` to ``z_t``
-    (Jafari et al. 2021, eq. 5-6, with blocks of updates in place of epochs)."""
+    (Jafari et al. 2021, eq. 5-6, with blocks of updates in place of epochs). With fewer updates than temperatures
+    (``1 < stage1 < tau_max``) some temperatures are skipped: update ``u`` gets
+    ``T = tau_max - floor(u * (tau_max - 1) / (stage1 - 1))``, which still starts at ``tau_max`` and ends at 1."""
     if not isinstance(stage1, int) or stage1 < 1:
         raise ValueError(f"stage1 must be a positive integer, got {stage1!r}")
+    if 1 < stage1 < tau_max:  # the formula above would stop short of T = 1 (e.g. 6 updates, tau_max 10: T = 2)
+        return [phi(tau_max - (u * (tau_max - 1)) // (stage1 - 1), tau_max) for u in range(stage1)]
     return [phi(tau_max - (u * tau_max) // stage1, tau_max) for u in range(stage1)]
 
 

@@ -52,8 +52,12 @@ def teacher_checkpoints(pretrained_encoder, task: Task, *, sentences: int, epoch
     kept, curve = {}, []
 
     def snapshot(name, u, select, dev):
+        # frozen weights (e.g. frozen embeddings) never change during the run: one shared copy for every checkpoint
+        frozen = {k for k, p in teacher.named_parameters() if not p.requires_grad}
+        shared = {k: v for k, v in (kept[next(iter(kept))]["state"].items() if kept else ()) if k in frozen}
         kept[name] = {"name": name, "update": u, "select": select, "dev": dev,
-                      "state": {k: v.detach().to("cpu", copy=True) for k, v in teacher.state_dict().items()}}
+                      "state": {k: shared[k] if k in shared else v.detach().to("cpu", copy=True)
+                                for k, v in teacher.state_dict().items()}}
 
     def after(u):
         if u % every and u != total:
