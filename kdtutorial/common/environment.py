@@ -122,3 +122,18 @@ def synchronize(device) -> None:
     """Wait for the queued GPU work on ``device`` (a no-op on the CPU): call before reading a timer."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def reset_peak_memory(device) -> None:
+    """Start counting a GPU's peak allocated memory afresh (after its queued work); a no-op on the CPU."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mib(device) -> float:
+    """The GPU memory allocated at the peak since :func:`reset_peak_memory`, in MiB; ``nan`` on the CPU."""
+    if torch.device(device).type != "cuda":
+        return float("nan")
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20

@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kdtutorial.common.environment import release_memory, seed_everything, synchronize
+from kdtutorial.common.environment import (peak_memory_mib, release_memory, reset_peak_memory, seed_everything,
+                                            synchronize)
 from kdtutorial.common.statistics import mean_std, paired
 from kdtutorial.text import glue
 from kdtutorial.text.annealing import train_annealing_text, train_annealing_mate
@@ -230,19 +231,6 @@ def prepare(name: str, tokenizer, mlm, *, max_length: int, sentences: int, teach
                     unused_token_ids(tokenizer), knn)
 
 
-def _peak_reset(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_mib(device):
-    if torch.device(device).type != "cuda":
-        return float("nan")
-    torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device) / 2**20
-
-
 def _train(method, student, prep: Prepared, text, labels, setting: AllSetting, seed: int, after) -> int:
     """Train ``student`` by ``method``; returns the student updates the method's own trainer reports."""
     s, teacher = setting, prep.teacher
@@ -312,7 +300,7 @@ def train_one(method: str, prep: Prepared, seed: int, setting: AllSetting) -> di
 
     seed_everything(seed)
     student = new_student(prep.pretrained, s.layers, "bottom", n_classes=int(task.train_labels.max()) + 1)
-    _peak_reset(s.device)
+    reset_peak_memory(s.device)
     synchronize(s.device)
     start = time.perf_counter()
     updates = _train(method, student, prep, text, labels, s, seed, after)
@@ -324,7 +312,7 @@ def train_one(method: str, prep: Prepared, seed: int, setting: AllSetting) -> di
     record = {"task": task.name, "method": method, "seed": seed, "updates": updates, "data": data_fingerprint(text, labels),
               "selected_update": best["update"], "selection": best["select"], "dev": best["dev"][metric],
               **{f"dev_{k}": v for k, v in best["dev"].items()},
-              "dev_oracle": max(c["dev"][metric] for c in scored), "seconds": seconds, "peak_mib": _peak_mib(s.device),
+              "dev_oracle": max(c["dev"][metric] for c in scored), "seconds": seconds, "peak_mib": peak_memory_mib(s.device),
               "checkpoints": [(c["update"], c["select"], c["dev"][metric]) for c in scored]}
     del student
     release_memory()

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from kdtutorial.common.environment import release_memory, seed_everything
+from kdtutorial.common.environment import peak_memory_mib, release_memory, reset_peak_memory, seed_everything
 from kdtutorial.text import glue
 from kdtutorial.text.finetuning import SentenceClassifier, fine_tune, predict
 from kdtutorial.text.layerdistil import TeacherBatchCache, distil_with_layers
@@ -164,18 +164,6 @@ def fine_tune_teacher(pretrained_encoder, task: Task, *, sentences: int, epochs:
     return teacher, scores
 
 
-def _peak_reset(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_mib(device):
-    if torch.device(device).type != "cuda":
-        return float("nan")
-    torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device) / 2**20
-
 
 def train_and_score(teacher, pretrained_encoder, task: Task, layers: int, method: str, seed: int, setting: Setting,
                     init: str = "bottom", cache: TeacherBatchCache | None = None):
@@ -199,13 +187,13 @@ def train_and_score(teacher, pretrained_encoder, task: Task, layers: int, method
                         state={k: v.detach().to("cpu", copy=True) for k, v in student.state_dict().items()})
 
     text, labels = task.first(s.sentences)
-    _peak_reset(s.device)
+    reset_peak_memory(s.device)
     start = time.perf_counter()
     losses, distiller = distil_with_layers(
         teacher, student, text, labels, term=term, lmap=lmap, T=s.T, alpha=s.alpha, beta=s.betas.get(term, 0.0),
         epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, seed=seed, device=s.device, amp=s.amp,
         freeze_embeddings=s.freeze_embeddings, after_epoch=keep_best, cache=cache, progress=False)
-    seconds, peak = time.perf_counter() - start, _peak_mib(s.device)
+    seconds, peak = time.perf_counter() - start, peak_memory_mib(s.device)
     student.load_state_dict(best["state"])
     dev = task.score(student, "dev", device=s.device, amp=s.amp)
     record = {"task": task.name, "student_layers": layers, "init": init, "method": method, "seed": seed,
@@ -318,14 +306,14 @@ def step_costs(teacher, pretrained_encoder, task: Task, layers: int, methods, se
             step()  # warm-up (and the optimiser's buffers)
             if round_ == 0:
                 saved[method] = saved_activation_bytes(loss_of_batch)
-            _peak_reset(device)
+            reset_peak_memory(device)
             start = time.perf_counter()
             for _ in range(steps):
                 step()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             best[method] = min(best[method], (time.perf_counter() - start) / steps)
-            peaks[method] = _peak_mib(device)
+            peaks[method] = peak_memory_mib(device)
             del d, student, opt
             release_memory()
     for p in teacher.parameters():
