@@ -7,6 +7,11 @@ commit that archived them are collected into ``full_results.json`` beside this m
 or Binder, who has the package but not the repository's ``results/`` folder, sees them too.
 ``tests/course/test_archive.py`` rebuilds that file from ``results/full/`` and checks the two agree.
 
+A lesson may also have *supplementary* full runs (``extras``): the same notebook run again in the full profile with
+a few parameters changed (say, one task and a new section's grid, when the whole lesson with it would not fit one
+GPU call). Each is archived beside the main run, names the parameters it changed, and contributes one table, shown
+with ``show_full_table(lesson, extra=NAME)``.
+
 Maintainers: after archiving a new full run, update ``SOURCES`` (file, commit, date, wall time) and run
 ``python -m kdtutorial.course.archive`` to rewrite ``full_results.json``.
 """
@@ -23,7 +28,9 @@ from kdtutorial.course.report import metrics_from_notebook
 ARCHIVE_FILE = Path(__file__).with_name("full_results.json")
 
 #: lesson -> where its archived full run comes from: the notebook in results/full/, the commit that archived it,
-#: its date, the wall time of the run, and the source line that starts the cell holding the main results table
+#: its date, the wall time of the run, and the source line that starts the cell holding the main results table;
+#: ``extras``: supplementary runs, name -> the same keys plus ``changed`` (the parameters that differ from the full
+#: profile, as papermill got them)
 SOURCES = {
     "01_soft_targets": dict(notebook="01_soft_targets.ipynb", commit="703928e", date="2026-11-21",
                             wall="7 min 30 s", table="table = kd.experiments.summarize(records)"),
@@ -126,6 +133,7 @@ class FullRun:
     wall: str
     metrics: dict = field(default_factory=dict)
     table: str = ""
+    extras: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -147,11 +155,9 @@ def _cell_text(cell) -> str:
     return "\n".join(line for line in text.splitlines() if not _PROGRESS.search(line)).strip("\n")
 
 
-def extract(lesson: str, results_dir: str | Path) -> dict:
-    """Read one lesson's archived notebook in ``results_dir`` into the record ``full_results.json`` holds."""
-    if lesson not in SOURCES:
-        raise KeyError(f"no archived full run is declared for {lesson!r}: known are {', '.join(SOURCES)}")
-    source = SOURCES[lesson]
+def _read_run(source: dict, results_dir: str | Path) -> tuple[dict, dict]:
+    """The record of one archived notebook (file, device, software, commit, date, wall time, table; see
+    :data:`SOURCES`), and the notebook itself."""
     nb = json.loads((Path(results_dir) / source["notebook"]).read_text())
     device = software = None
     table = ""
@@ -167,9 +173,21 @@ def extract(lesson: str, results_dir: str | Path) -> dict:
     if device is None or not table:
         raise ValueError(f"{source['notebook']}: no banner line or no cell starting {source['table']!r}")
     device = re.sub(r"^cuda \((.*)\)$", r"\1", device)
-    return dict(lesson=lesson, notebook=source["notebook"], device=device, software=software,
-                commit=source["commit"], date=source["date"], wall=source["wall"],
-                metrics=metrics_from_notebook(nb), table=table)
+    return dict(notebook=source["notebook"], device=device, software=software, commit=source["commit"],
+                date=source["date"], wall=source["wall"], table=table), nb
+
+
+def extract(lesson: str, results_dir: str | Path) -> dict:
+    """Read one lesson's archived notebook (and its supplementary runs) in ``results_dir`` into the record
+    ``full_results.json`` holds."""
+    if lesson not in SOURCES:
+        raise KeyError(f"no archived full run is declared for {lesson!r}: known are {', '.join(SOURCES)}")
+    run, nb = _read_run(SOURCES[lesson], results_dir)
+    table = run.pop("table")
+    record = dict(lesson=lesson, **run, metrics=metrics_from_notebook(nb), table=table)
+    extras = {name: {**_read_run(extra, results_dir)[0], "changed": extra["changed"]}
+              for name, extra in SOURCES[lesson].get("extras", {}).items()}
+    return {**record, "extras": extras} if extras else record
 
 
 def build_archive(results_dir: str | Path) -> dict:
@@ -209,14 +227,25 @@ def beside(lesson: str, live: dict, live_label: str = "this run", archive: str |
     return pd.DataFrame(rows).T
 
 
-def show_full_table(lesson: str, archive: str | Path = ARCHIVE_FILE) -> None:
-    """Print the archived full run's main results table under a label naming its device, date and commit."""
+def show_full_table(lesson: str, archive: str | Path = ARCHIVE_FILE, extra: str | None = None) -> None:
+    """Print the archived full run's main results table under a label naming its device, date and commit;
+    ``extra``: the table of that supplementary run instead, labelled the same way and naming what it changed."""
     if lesson not in json.loads(Path(archive).read_text()):
         print(f"no archived full run of {lesson} yet: run the full profile (make full) to make one")
         return
     run = full_run(lesson, archive)
-    print(f"{run.label}, {run.wall}, {run.software}; results/full/{run.notebook}:")
-    print(run.table)
+    if extra is None:
+        print(f"{run.label}, {run.wall}, {run.software}; results/full/{run.notebook}:")
+        print(run.table)
+        return
+    if extra not in run.extras:  # like a lesson without an archived run: said, not raised
+        print(f"no archived supplementary full run {extra!r} of {lesson} yet (archived: "
+              f"{', '.join(run.extras) or 'none'})")
+        return
+    x = run.extras[extra]
+    print(f"archived supplementary full run ({x['device']}, {x['date']}, commit {x['commit']}), {x['wall']}, {x['software']}; "
+          f"results/full/{x['notebook']}; the full profile with {x['changed']}:")
+    print(x["table"])
 
 
 if __name__ == "__main__":  # python -m kdtutorial.course.archive [results_dir]

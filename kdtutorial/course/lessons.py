@@ -33,7 +33,7 @@ QADSM_LANGS = ("de", "en", "fr")
 #: lesson 07's GLUE tasks (``kdtutorial.text.glue.GLUE_TASKS``), methods (``kdtutorial.text.layercompare.METHODS``)
 #: and student initialisations (``...layercompare.INITS``)
 GLUE_TASKS = ("sst2", "rte", "mrpc", "cola")
-LAYER_METHODS = ("no KD", "KD", "PKD-Skip", "PKD-Last", "TinyBERT", "CKD-NO", "CKD-PO", "ALP-KD")
+LAYER_METHODS = ("no KD", "KD", "PKD-Skip", "PKD-Last", "TinyBERT", "CKD-NO", "CKD-PO", "ALP-KD", "ALP-KD (scaled)")
 STUDENT_INITS = ("bottom", "random")
 #: lesson 08's methods (``kdtutorial.lm.lmdistil.LM_METHODS``) and student initialisations (``...lmcompare.LM_INITS``)
 LM_METHODS = ("supervised CE", "word-level KD", "top-k KD", "sequence-level KD", "on-policy JSD")
@@ -129,16 +129,16 @@ LESSONS: dict[str, Lesson] = {
                    TEACHER_SENTENCES=Int(16, 10**6), TEACHER_EPOCHS=Int(1, 100), TEACHER_LR=_rate,
                    STUDENT_SENTENCES=Int(16, 10**6), STUDENT_EPOCHS=Int(1, 100), LR=_rate, T=_positive, ALPHA=_share,
                    BETA_PKD=Float(0, 10_000), BETA_TINYBERT=Float(0, 10_000), BETA_CKD=Float(0, 10_000),
-                   BETA_ALP=Float(0, 10_000), FREEZE_EMBEDDINGS=Flag()),
+                   BETA_ALP=Float(0, 10_000), PKD_BETAS=ListOf(Float(0, 10_000)), FREEZE_EMBEDDINGS=Flag()),
         quick=dict(N_SEEDS=2, TEACHER="sentence-transformers/all-MiniLM-L6-v2", TASKS=["sst2"], STUDENT_SIZES=[3, 2],
                    MAX_LENGTH=64, BATCH_SIZE=16, SELECT_SENTENCES=128, TEACHER_SENTENCES=1024, TEACHER_EPOCHS=1,
                    TEACHER_LR=1e-4, STUDENT_SENTENCES=256, STUDENT_EPOCHS=1, LR=2e-4, BETA_PKD=100.0,
-                   RANDOM_INIT_VARIANT=False,
+                   PKD_BETAS=[10.0, 100.0, 1000.0], RANDOM_INIT_VARIANT=False,
                    FREEZE_EMBEDDINGS=True),
         full=dict(N_SEEDS=3, TEACHER="sentence-transformers/all-mpnet-base-v2", TASKS=["sst2", "rte", "mrpc"],
                   STUDENT_SIZES=[4, 2], MAX_LENGTH=128, BATCH_SIZE=64, SELECT_SENTENCES=1000, TEACHER_SENTENCES=20000,
                   TEACHER_EPOCHS=3, TEACHER_LR=3e-5, STUDENT_SENTENCES=4000, STUDENT_EPOCHS=2, LR=5e-5, BETA_PKD=10.0,
-                  RANDOM_INIT_VARIANT=True, FREEZE_EMBEDDINGS=False),
+                  PKD_BETAS=[1.0, 10.0, 100.0, 500.0, 1000.0], RANDOM_INIT_VARIANT=True, FREEZE_EMBEDDINGS=False),
     ),
     "08_language_model_distillation": Lesson(
         rules=dict(TEACHER=Text(), STUDENT_LAYERS=_layers, STUDENT_INIT=Choice(*LM_INITS), RANDOM_INIT_VARIANT=Flag(),

@@ -18,7 +18,8 @@ DPI = 90
 _PALETTE = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
             "#56b4e9"]
 METHOD_COLOURS = (
-    ("teacher", "#333333"), ("Annealing + MATE", "#ece133"), ("Minimax-kNN", "#56b4e9"), ("ALP-KD", "#cc78bc"),
+    ("teacher", "#333333"), ("Annealing + MATE", "#ece133"), ("Minimax-kNN", "#56b4e9"),
+    ("ALP-KD (scaled)", "#fbafe4"), ("ALP-KD", "#cc78bc"),
     ("PKD", "#029e73"), ("MATE-KD", "#d55e00"), ("random mask", "#de8f05"), ("random pool", "#de8f05"),
     ("k1 = 1)", "#fbafe4"), ("k1 = 2)", "#cc78bc"), ("Minimax-", "#d55e00"), ("vanilla-", "#029e73"), ("Annealing KD", "#ca9161"),
     ("TAKD", "#cc78bc"), ("label smoothing", "#029e73"), ("Tf-KD", "#ca9161"), ("defective", "#fbafe4"),
@@ -40,6 +41,19 @@ def colour(method: str) -> str:
     import zlib
 
     return _PALETTE[zlib.crc32(method.encode()) % len(_PALETTE)]
+
+
+def layer_weights(ax, weights, title: str):
+    """Draw a student-layer x teacher-layer weight matrix (ALP-KD's ``alpha_jk``: rows ``s1..sm``, columns
+    ``t1..tn``, values in [0, 1]) as a heatmap with every value printed; returns the image (for a colour bar)."""
+    weights = np.asarray(weights)
+    im = ax.imshow(weights, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for (j, k), w in np.ndenumerate(weights):
+        ax.text(k, j, f"{w:.2f}", ha="center", va="center", fontsize=7, color="white" if w > 0.5 else "black")
+    ax.set_xticks(range(weights.shape[1]), [f"t{k}" for k in range(1, weights.shape[1] + 1)], fontsize=7)
+    ax.set_yticks(range(weights.shape[0]), [f"s{j}" for j in range(1, weights.shape[0] + 1)])
+    ax.set_title(title, fontsize=9)
+    return im
 
 
 def set_style() -> None:

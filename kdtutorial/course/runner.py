@@ -91,12 +91,21 @@ def discover(notebooks_dir, only=None) -> list[Path]:
 def parse_value(text: str):
     """Turn a command-line parameter value into a Python value, as papermill's ``-p`` does.
 
-    ``True``/``False``/``None`` become those constants, then an int is tried, then a float; anything else
-    stays a string.
+    ``True``/``False``/``None`` become those constants, then an int is tried, then a float; a value in square
+    brackets is read as a JSON list (``'["sst2", "rte"]'``, ``[1, 10]``, as papermill's ``-y`` reads one); anything
+    else stays a string.
     """
     literals = {"True": True, "False": False, "None": None}
     if text in literals:
         return literals[text]
+    if text.startswith("[") and text.endswith("]"):
+        import json
+
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise RunnerError(f"{text!r} looks like a list but is not valid JSON ({error.msg}): write it as "
+                              f"'[\"sst2\", \"rte\"]' or [1, 10]") from None
     for kind in (int, float):
         try:
             return kind(text)

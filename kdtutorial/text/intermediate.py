@@ -98,25 +98,30 @@ def ckd_loss(student_states, combined) -> torch.Tensor:
     return sum(F.mse_loss(s, c) for s, c in zip(student_states, combined))
 
 
-def alp_attention(student_state, teacher_states):
+def alp_attention(student_state, teacher_states, scale: bool = False):
     """ALP-KD's attention over teacher layers (Passban et al., AAAI 2021, eq. 3-4) for one student layer ``j``:
     ``alpha_jk = softmax_k(h_s^j . h_t^k)`` and ``C^j = sum_k alpha_jk h_t^k``, per example.
 
     ``student_state``: ``[batch, width]``; ``teacher_states``: a list of ``[batch, width]`` (every teacher layer).
     Returns ``(C^j [batch, width], alpha [batch, n])``. The paper does not say whether the dot product is scaled;
-    we do not scale it, as its eq. 3 is written. It gives no release either: which states are compared is our choice
+    by default we do not scale it, as its eq. 3 is written. Dot products of wide states are large, so the softmax is
+    then nearly one-hot; ``scale=True`` divides them by ``sqrt(width)``, as the attention of Vaswani et al. (2017,
+    eq. 1) does: our variant, not the paper's. It gives no release either: which states are compared is our choice
     (the [CLS] vectors, as the paper's figure shows)."""
     t = torch.stack([x.detach() for x in teacher_states], dim=1)  # [batch, n, width]
-    alpha = torch.softmax((t @ student_state.unsqueeze(-1)).squeeze(-1), dim=-1)  # [batch, n]
+    dots = (t @ student_state.unsqueeze(-1)).squeeze(-1)  # [batch, n]
+    if scale:
+        dots = dots / math.sqrt(student_state.shape[-1])
+    alpha = torch.softmax(dots, dim=-1)
     return (alpha.unsqueeze(-1) * t).sum(1), alpha
 
 
-def alp_loss(student_states, teacher_states):
+def alp_loss(student_states, teacher_states, scale: bool = False):
     """ALP-KD's layer term (eq. 5): ``sum_j MSE(h_s^j, C^j)``; returns the loss and the ``[m, batch, n]`` weights
-    (for the heatmap of what each student layer attended to)."""
+    (for the heatmap of what each student layer attended to). ``scale``: as in :func:`alp_attention`."""
     total, weights = 0.0, []
     for s in student_states:
-        context, alpha = alp_attention(s, teacher_states)
+        context, alpha = alp_attention(s, teacher_states, scale)
         total = total + F.mse_loss(s, context)
         weights.append(alpha)
     return total, torch.stack(weights)

@@ -9,12 +9,14 @@ task's labelled GLUE dev set. So two methods differ only in their loss, and a pa
 (:func:`kdtutorial.common.statistics.paired`) compares like with like.
 
 ``METHODS`` names the eight methods of the lesson: no KD, KD (logits only), PKD-Skip, PKD-Last, TinyBERT's
-layer losses, CKD-NO, CKD-PO and ALP-KD, each as ``(loss term, layer map)``.
+layer losses, CKD-NO, CKD-PO and ALP-KD, each as ``(loss term, layer map)``, and one variant of ours, ALP-KD with
+its dot products scaled by ``sqrt(width)``. :func:`beta_search` trains one method with each weight of a grid (PKD's
+released grid for ``beta``) and :func:`chosen_beta` picks the weight on the held-out part of train, never on dev.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -30,12 +32,12 @@ from kdtutorial.text.students import copy_layers_encoder, encoder_layers
 from kdtutorial.text.tokens import padded_batches
 
 __all__ = ["METHODS", "INITS", "REPORTED", "PAPER", "PAPER_AVERAGE", "Task", "Setting", "build_task", "new_student", "fine_tune_teacher", "train_and_score",
-           "compare_methods", "alp_attention_map", "saved_activation_bytes", "step_costs"]
+           "compare_methods", "beta_search", "chosen_beta", "alp_attention_map", "saved_activation_bytes", "step_costs"]
 
 #: method -> (term of distil_with_layers, layer map method or None)
 METHODS = {"no KD": ("none", None), "KD": ("kd", None), "PKD-Skip": ("pkd", "pkd-skip"),
            "PKD-Last": ("pkd", "pkd-last"), "TinyBERT": ("tinybert", "tinybert"), "CKD-NO": ("ckd", "ckd-no"),
-           "CKD-PO": ("ckd", "ckd-po"), "ALP-KD": ("alp", "alp")}
+           "CKD-PO": ("ckd", "ckd-po"), "ALP-KD": ("alp", "alp"), "ALP-KD (scaled)": ("alp-scaled", "alp")}
 INITS = ("bottom", "random")
 #: the metric each task is compared on, as the ALP-KD tables report them (accuracy; Matthews correlation for CoLA)
 REPORTED = {"sst2": "accuracy", "rte": "accuracy", "mrpc": "accuracy", "cola": "matthews"}
@@ -137,7 +139,8 @@ class Setting:
 
     T: float = 5.0
     alpha: float = 0.5
-    betas: dict = field(default_factory=lambda: {"pkd": 100.0, "tinybert": 1.0, "ckd": 1.0, "alp": 1.0})
+    betas: dict = field(default_factory=lambda: {"pkd": 100.0, "tinybert": 1.0, "ckd": 1.0, "alp": 1.0,
+                                                 "alp-scaled": 1.0})
     epochs: int = 1
     lr: float = 5e-5
     batch_size: int = 32
@@ -229,11 +232,44 @@ def compare_methods(teacher, pretrained_encoder, task: Task, sizes, methods, see
     return records
 
 
+def beta_search(teacher, pretrained_encoder, task: Task, layers: int, method: str, betas, seeds, setting: Setting,
+                init: str = "bottom", known=(), progress: bool = True, cache_bytes: int = 0):
+    """Train ``method`` with each layer-term weight in ``betas`` (e.g. PKD's released grid 10, 100, 500, 1000: Sun et
+    al. 2019, sec. 4.2), every other setting and every seed the same; returns the records, each with its ``"beta"``.
+
+    ``known``: records already trained (e.g. by :func:`compare_methods`); those of this task, size, method and init
+    at the setting's own weight are reused, not trained again. Choose the weight with :func:`chosen_beta`."""
+    term = METHODS[method][0] if method in METHODS else None
+    if term in (None, "none", "kd"):
+        raise ValueError(f"method = {method!r} is not allowed: expected a method with a layer term, one of "
+                         f"{', '.join(m for m, (t, _) in METHODS.items() if t not in ('none', 'kd'))}")
+    records = []
+    for beta in betas:
+        at_beta = replace(setting, betas={**setting.betas, term: float(beta)})
+        reused = [r for r in known if (r["task"], r["student_layers"], r["method"], r["init"]) ==
+                  (task.name, layers, method, init) and r["seed"] in seeds] if float(beta) == setting.betas.get(term) else []
+        done = {r["seed"] for r in reused}
+        fresh = compare_methods(teacher, pretrained_encoder, task, [layers], [method],
+                                [x for x in seeds if x not in done], at_beta, init, progress=progress,
+                                cache_bytes=cache_bytes)
+        records += [{**r, "beta": float(beta)} for r in reused + fresh]
+    return records
+
+
+def chosen_beta(records) -> float:
+    """The weight of :func:`beta_search`'s records with the best mean held-out (``"selection"``) score; a tie goes to
+    the smaller weight. The dev scores play no part."""
+    means = {}
+    for r in records:
+        means.setdefault(r["beta"], []).append(r["selection"])
+    return max(sorted(means), key=lambda b: float(np.mean(means[b])))
+
+
 @torch.no_grad()
 def alp_attention_map(distiller, text, *, batch_size: int = 64, device="cpu", amp: bool = False) -> np.ndarray:
     """ALP-KD's attention weights ``alpha_jk`` (student layer ``j`` over teacher layer ``k``), averaged over the
     sentences of ``text``: an ``[m, n]`` array whose rows sum to 1."""
-    if distiller.term != "alp":
+    if distiller.term not in ("alp", "alp-scaled"):
         raise ValueError(f"the distiller's term is {distiller.term!r}: only ALP-KD learns attention over layers")
     distiller.to(device).eval()
     total, count = 0.0, 0

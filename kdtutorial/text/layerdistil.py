@@ -8,8 +8,9 @@ where ``L_layer`` is the method's term on the states its :class:`~kdtutorial.tex
 (:mod:`kdtutorial.text.intermediate`): PKD's patient loss on [CLS] states (Sun et al. 2019, eq. 8), TinyBERT's
 attention-score and hidden-state MSE (Jiao et al. 2020, eq. 7-10; a learned projection when the student is narrower),
 CKD's combined groups on [CLS] states (Wu et al. 2020) and ALP-KD's attention over all teacher layers on [CLS]
-states (Passban et al. 2021, whose total ``beta CE + eta KD + lambda ALP`` is this one with other names). Which states
-CKD and ALP-KD compare is our choice ([CLS], as PKD): neither gives a release that settles it.
+states (Passban et al. 2021, whose total ``beta CE + eta KD + lambda ALP`` is this one with other names; term
+``"alp-scaled"`` divides its dot products by ``sqrt(width)``, our variant). Which states CKD and ALP-KD compare is
+our choice ([CLS], as PKD): neither gives a release that settles it.
 
 The training loop is the text stack's one (:func:`kdtutorial.text.optim.train_steps`): :class:`LayerDistiller` is a
 module whose forward runs the frozen teacher and the student on a batch, keeps the teacher's logits and the layer
@@ -29,8 +30,9 @@ from kdtutorial.text.optim import to_device, train_steps
 from kdtutorial.text.students import encoder_layers
 from kdtutorial.text.tokens import padded_batches
 
-TERMS = ("none", "kd", "pkd", "tinybert", "ckd", "alp")
-_MAP_OF_TERM = {"pkd": ("pkd-skip", "pkd-last"), "tinybert": ("tinybert",), "ckd": ("ckd-no", "ckd-po"), "alp": ("alp",)}
+TERMS = ("none", "kd", "pkd", "tinybert", "ckd", "alp", "alp-scaled")
+_MAP_OF_TERM = {"pkd": ("pkd-skip", "pkd-last"), "tinybert": ("tinybert",), "ckd": ("ckd-no", "ckd-po"), "alp": ("alp",),
+                "alp-scaled": ("alp",)}
 
 
 class TeacherBatchCache:
@@ -90,7 +92,7 @@ class LayerDistiller(nn.Module):
             self.projections.update({str(j): nn.Linear(ws, wt) for j in lmap.links})
         if term == "ckd":
             self.projections.update({str(j): nn.Linear(len(links) * wt, ws) for j, links in lmap.links.items()})
-        if term in ("pkd", "alp") and ws != wt:
+        if term in ("pkd", "alp", "alp-scaled") and ws != wt:
             raise ValueError(f"term = {term!r} compares states of one width: the student is {ws} wide, the teacher "
                              f"{wt}; use 'tinybert' or 'ckd' (they learn a projection)")
         for p in self.teacher.parameters():
@@ -122,9 +124,10 @@ class LayerDistiller(nn.Module):
             combined = [intermediate.ckd_combine([t[k][:, 0] for k, _ in ts], self.projections[str(j)])
                         for j, ts in links.items()]
             return intermediate.ckd_loss([s[j][:, 0] for j in links], combined)
-        if self.term == "alp":
+        if self.term in ("alp", "alp-scaled"):
             loss, self.alp_weights = intermediate.alp_loss([s[j][:, 0] for j in links],
-                                                           [t[k][:, 0] for k in range(1, len(t))])
+                                                           [t[k][:, 0] for k in range(1, len(t))],
+                                                           scale=self.term == "alp-scaled")
             return loss
         # tinybert: hidden states (and embeddings) through the projection, attention scores of mapped layers
         s_layers, t_layers = encoder_layers(self.student.encoder), encoder_layers(self.teacher.encoder)

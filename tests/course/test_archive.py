@@ -64,3 +64,25 @@ def test_a_lesson_not_archived_yet_shows_its_live_numbers_only(tmp_path, capsys)
     assert "no archived full run of 07_layer_distillation yet" in capsys.readouterr().out
     table = archive.beside("07_layer_distillation", {"seeds": 2, "alp_kd": 70.1}, live_label="quick run", archive=empty)
     assert list(table.columns) == ["quick run"] and table.loc["ALP-KD", "quick run"] == "70.1"
+
+
+def test_a_supplementary_run_is_read_beside_the_main_one_and_shown_by_name(tmp_path, monkeypatch, capsys):
+    lesson = "07_layer_distillation"
+    main = dict(archive.SOURCES[lesson])
+    shutil.copy(RESULTS / main["notebook"], tmp_path / main["notebook"])
+    shutil.copy(RESULTS / main["notebook"], tmp_path / "07_extra.ipynb")  # stands in for a second run
+    extra = dict(main, notebook="07_extra.ipynb", commit="abc1234", table="PAPER_SIZE = {m: 4 if m >= 3 else 2",
+                 changed="TASKS=['sst2']")
+    monkeypatch.setitem(archive.SOURCES, lesson, {**main, "extras": {"choices": extra}})
+    record = archive.extract(lesson, tmp_path)
+    assert record["table"] == record["extras"]["choices"]["table"] and record["extras"]["choices"]["commit"] == "abc1234"
+    assert record["extras"]["choices"]["changed"] == "TASKS=['sst2']"
+    file = tmp_path / "full_results.json"
+    file.write_text(json.dumps({lesson: record}))
+    archive.show_full_table(lesson, archive=file, extra="choices")
+    out = capsys.readouterr().out
+    assert out.startswith("archived supplementary full run (NVIDIA H200, ") and "commit abc1234" in out
+    assert "07_extra.ipynb; the full profile with TASKS=['sst2']:" in out and "±" in out
+    archive.show_full_table(lesson, archive=file, extra="nothing")
+    assert "no archived supplementary full run 'nothing' of 07_layer_distillation yet (archived: choices)" in \
+        capsys.readouterr().out

@@ -53,10 +53,16 @@ def test_discover_sorts_filters_and_ignores_other_names(tmp_path):
     ("5", 5), ("-3", -3), ("0", 0), ("2.5", 2.5), ("1e-3", 0.001), ("-0.5", -0.5),
     ("True", True), ("False", False), ("None", None),
     ("true", "true"), ("resnet18", "resnet18"), ("", ""), ("1.2.3", "1.2.3"), ("5 epochs", "5 epochs"),
+    ('["sst2", "rte"]', ["sst2", "rte"]), ("[1, 10.5]", [1, 10.5]), ("[]", []),
 ])
 def test_parse_value(text, expected):
     value = runner.parse_value(text)
     assert value == expected and type(value) is type(expected)
+
+
+def test_a_bracketed_value_that_is_not_json_is_refused_with_the_form_to_use():
+    with pytest.raises(runner.RunnerError, match="looks like a list but is not valid JSON"):
+        runner.parse_value("[sst2, rte]")
 
 
 def test_parse_parameters_checks_names():

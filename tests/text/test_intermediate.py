@@ -161,6 +161,24 @@ def test_alp_attention_weights_sum_to_one_and_reach_the_student():
     assert s.grad.abs().sum() > 0
 
 
+def test_scaled_alp_attention_divides_the_dot_products_by_the_root_of_the_width():
+    torch.manual_seed(5)
+    s = torch.randn(3, 16, dtype=torch.float64, requires_grad=True)
+    teachers = [torch.randn(3, 16, dtype=torch.float64) for _ in range(4)]
+    t = torch.stack(teachers, 1)
+    ref_alpha = torch.softmax(torch.einsum("bd,bkd->bk", s, t) / 4.0, -1)  # sqrt(16) = 4
+    context, alpha = im.alp_attention(s, teachers, scale=True)
+    assert torch.allclose(alpha, ref_alpha, atol=1e-12)
+    assert torch.allclose(context, torch.einsum("bk,bkd->bd", ref_alpha, t), atol=1e-12)
+    unscaled = im.alp_attention(s, teachers)[1]  # eq. 3 as written: sharper (closer to one-hot) than the scaled one
+    assert (unscaled.max(-1).values >= alpha.max(-1).values - 1e-12).all()
+    loss, weights = im.alp_loss([s], teachers, scale=True)
+    assert torch.allclose(weights[0], ref_alpha, atol=1e-12)
+    assert torch.allclose(loss, F.mse_loss(s, torch.einsum("bk,bkd->bd", ref_alpha, t)), atol=1e-12)
+    loss.backward()
+    assert s.grad.abs().sum() > 0
+
+
 def test_draw_map_draws_every_link(tmp_path):
     import matplotlib
 

@@ -148,3 +148,59 @@ def test_saved_activation_bytes_leaves_no_graph_behind():
     assert lc.saved_activation_bytes(forward) > 0
     gc.collect()
     assert refs[0]() is None
+
+
+def test_scaled_alp_kd_trains_with_its_own_term_and_draws_its_map():
+    pretrained, task = encoder(), toy_task()
+    teacher, _ = teacher_of(pretrained, task)
+    setting = lc.Setting(epochs=1, batch_size=8, lr=1e-3)
+    record, _, distiller = lc.train_and_score(teacher, pretrained, task, 2, "ALP-KD (scaled)", 0, setting)
+    assert distiller.term == "alp-scaled" and record["method"] == "ALP-KD (scaled)" and record["steps"] == 4
+    weights = lc.alp_attention_map(distiller, task.dev, batch_size=8)
+    assert weights.shape == (2, 4) and np.allclose(weights.sum(1), 1.0, atol=1e-6)
+    # the distiller's term is ALP's on the same states, with the dot products divided by sqrt(width)
+    from kdtutorial.text import intermediate
+    from kdtutorial.text.tokens import padded_batches
+
+    _, batch = next(padded_batches(task.dev, 8))
+    distiller.eval()
+    with torch.no_grad():
+        distiller(batch["input_ids"], batch["attention_mask"])
+        _, s_states = distiller.student.logits_and_states(batch["input_ids"], batch["attention_mask"], hidden_states=True)
+        _, t_states = teacher.logits_and_states(batch["input_ids"], batch["attention_mask"], hidden_states=True)
+    expected, _ = intermediate.alp_loss([s_states[j][:, 0] for j in (1, 2)], [t[:, 0] for t in t_states[1:]], scale=True)
+    assert torch.allclose(distiller.layer_loss, expected, atol=1e-6)
+
+
+def test_beta_search_reuses_known_runs_trains_the_rest_and_chooses_on_held_out_data(monkeypatch):
+    pretrained, task = encoder(), toy_task()
+    teacher, _ = teacher_of(pretrained, task)
+    setting = lc.Setting(epochs=2, batch_size=8, lr=1e-3, betas={"pkd": 10.0})
+    known = lc.compare_methods(teacher, pretrained, task, [2], ["PKD-Skip"], [0, 1], setting, progress=False)
+    trained = []
+    original = lc.compare_methods
+
+    def counting(*args, **kwargs):
+        out = original(*args, **kwargs)
+        trained.extend((r["seed"], args[6].betas["pkd"]) for r in out)
+        return out
+
+    monkeypatch.setattr(lc, "compare_methods", counting)
+    search = lc.beta_search(teacher, pretrained, task, 2, "PKD-Skip", [10, 1000], [0, 1], setting, known=known,
+                            progress=False)
+    monkeypatch.undo()
+    assert sorted(trained) == [(0, 1000.0), (1, 1000.0)]  # beta = 10 was known: not trained again
+    assert [(r["beta"], r["seed"]) for r in search] == [(10.0, 0), (10.0, 1), (1000.0, 0), (1000.0, 1)]
+    assert [r["dev"] for r in search[:2]] == [r["dev"] for r in known]
+    again = lc.beta_search(teacher, pretrained, task, 2, "PKD-Skip", [1000], [0], setting, progress=False)
+    assert again[0]["dev"] == search[2]["dev"] and again[0]["selection"] == search[2]["selection"]  # same seed, same run
+    with pytest.raises(ValueError, match="method = 'KD' is not allowed: expected a method with a layer term"):
+        lc.beta_search(teacher, pretrained, task, 2, "KD", [1], [0], setting)
+
+
+def test_chosen_beta_looks_at_the_held_out_score_only_and_breaks_ties_low():
+    rows = [{"beta": 10.0, "selection": 80.0, "dev": 50.0}, {"beta": 10.0, "selection": 82.0, "dev": 50.0},
+            {"beta": 100.0, "selection": 79.0, "dev": 99.0}, {"beta": 100.0, "selection": 81.0, "dev": 99.0},
+            {"beta": 1.0, "selection": 81.0, "dev": 10.0}]
+    assert lc.chosen_beta(rows) == 1.0  # means 81 / 80 / 81: a tie between 1 and 10 goes to the smaller; dev ignored
+    assert lc.chosen_beta(rows[:4]) == 10.0
