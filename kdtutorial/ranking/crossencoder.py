@@ -362,67 +362,76 @@ def as_pair_matrix(pairs) -> PairMatrix:
     raise TypeError(f"pairs must be a PairMatrix or a TokenizedText, got {type(pairs).__name__}")
 
 
-def _score(model, pairs, order: np.ndarray, *, batch_size: int, device, amp: bool, width: int | None,
-           warmup: bool, desc: str, progress: bool):
-    """Score ``pairs`` in the given row ``order``; ``width=None`` pads each batch to its own longest pair.
-
-    The whole (reordered) id matrix goes to the device once; each batch is a slice of it, its attention mask
-    is computed on the device and its logits stay there until the end: one host transfer each way.
-    """
-    device = torch.device(device)
+def _fixed_spans(lengths: np.ndarray, batch_size: int, width: int | None) -> list[tuple[int, int, int]]:
+    """``(start, stop, width)`` of batches of ``batch_size`` rows; ``width=None``: each its own longest row."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    n = len(lengths)
+    return [(s, min(s + batch_size, n), int(width) if width is not None else int(lengths[s : s + batch_size].max()))
+            for s in range(0, n, batch_size)]
+
+
+def _score(model, pairs, order: np.ndarray, spans: list, *, device, amp: bool, warmup: bool, desc: str,
+           progress: bool):
+    """Score ``pairs`` in the given row ``order``, batch by batch over ``spans`` ``(start, stop, width)`` (rows of
+    the reordered matrix, each batch padded or cut to ``width`` tokens).
+
+    The whole (reordered) id matrix goes to the device once; each batch is a slice of it, its attention mask
+    is computed on the device (none when the batch has no padding) and its logits stay there until the end: one
+    host transfer each way.
+    """
+    device = torch.device(device)
     matrix = as_pair_matrix(pairs)
     was_training = model.training
     model.to(device).eval()
     n = len(matrix)
     lengths = matrix.n_tokens[order]
-    starts = list(range(0, n, batch_size))
-    widths = [int(width) if width is not None else int(lengths[s : s + batch_size].max()) for s in starts]
-    shortest = {s: int(lengths[s : s + batch_size].min()) for s in starts}
-    if width is not None and matrix.ids.shape[1] < width:
-        ids_host = np.full((n, width), matrix.pad_id, dtype=np.int32)
+    widest = max((w for _, _, w in spans), default=1)
+    if matrix.ids.shape[1] < widest:
+        ids_host = np.full((n, widest), matrix.pad_id, dtype=np.int32)
         ids_host[:, : matrix.ids.shape[1]] = matrix.ids[order]
     else:
         ids_host = matrix.ids[order]
     ids = torch.from_numpy(np.ascontiguousarray(ids_host)).to(device)
     n_tok = torch.from_numpy(lengths).to(device)
     out = torch.empty(n, dtype=torch.float32, device=device)
+    unpadded = {start: int(lengths[start:stop].min()) == w for start, stop, w in spans}
 
-    def run(start: int, w: int) -> None:
-        batch = ids[start : start + batch_size, :w].long()
-        if shortest[start] == w:  # no padding in this batch (most of them, once sorted by length): no mask at all
+    def run(start: int, stop: int, w: int) -> None:
+        batch = ids[start:stop, :w].long()
+        if unpadded[start]:  # no padding in this batch (most of them, once sorted by length): no mask at all
             mask = None
         else:
-            mask = (torch.arange(w, device=device)[None, :] < n_tok[start : start + batch_size, None]).long()
+            mask = (torch.arange(w, device=device)[None, :] < n_tok[start:stop, None]).long()
         with autocast(device, amp):
-            out[start : start + batch_size] = model(batch, mask).float()
+            out[start:stop] = model(batch, mask).float()
 
     with torch.inference_mode():
         if warmup:  # the first call of each batch shape pays for kernel selection and allocation: untimed
             shapes = {}  # a batch with padding (masked attention) and one without run different kernels
-            for start, w in zip(starts, widths):
-                shapes.setdefault((min(batch_size, n - start), w, shortest[start] == w), start)
-            for (_, w, _), start in shapes.items():
-                run(start, w)
+            for start, stop, w in spans:
+                shapes.setdefault((stop - start, w, unpadded[start]), (start, stop, w))
+            for span in shapes.values():
+                run(*span)
         synchronize(device)
         began = time.perf_counter()
-        for start, w in tqdm(list(zip(starts, widths)), desc=desc, leave=False, disable=not progress):
-            run(start, w)
+        for span in tqdm(spans, desc=desc, leave=False, disable=not progress):
+            run(*span)
         synchronize(device)
         seconds = time.perf_counter() - began
         scores = np.empty(n, dtype=np.float32)
         scores[order] = out.cpu().numpy()
     model.train(was_training)
-    computed = sum(min(batch_size, n - s) * w for s, w in zip(starts, widths))
-    stats = {"pairs": n, "seconds": seconds, "pairs_per_s": n / max(seconds, 1e-12), "batches": len(starts),
+    computed = sum((stop - start) * w for start, stop, w in spans)
+    stats = {"pairs": n, "seconds": seconds, "pairs_per_s": n / max(seconds, 1e-12), "batches": len(spans),
              "padding": 1.0 - float(lengths.sum()) / max(computed, 1)}
     return scores, stats
 
 
 def score_pairs(model: nn.Module, pairs, *, batch_size: int = 1024, device="cpu", amp: bool = False,
                 bf16_weights: bool = False, cls_only: bool = False, sort_by_length: bool = True,
-                warmup: bool = False, progress: bool = False):
+                lean: bool = False, exact_lengths: bool = False, batch_tokens: int | None = None,
+                gelu_epilogue: bool = False, compile: bool = False, warmup: bool = False, progress: bool = False):
     """Logits of every pair (float32 numpy, original order) and timing ``stats``.
 
     ``pairs`` is a :class:`PairMatrix` (:func:`pair_matrix`) or a ``TokenizedText`` (:func:`tokenize_pairs`).
@@ -430,7 +439,8 @@ def score_pairs(model: nn.Module, pairs, *, batch_size: int = 1024, device="cpu"
     ``amp``, length bucketing (with ``sort_by_length`` the pairs are sorted by length, so each batch holds pairs
     of similar length and is padded only to its own longest one), the ids sent to the device once and the
     logits fetched once. ``stats``: ``pairs``, ``seconds`` (CUDA-synchronised wall time of the scoring loop),
-    ``pairs_per_s``, ``batches`` and ``padding`` (the share of computed positions that were padding).
+    ``pairs_per_s``, ``batches`` and ``padding`` (the share of computed positions that were padding), plus
+    ``compile_seconds`` when ``compile``.
 
     Timing: on CUDA the first batch of every new shape pays for kernel selection, and bucketing makes many
     shapes. ``warmup=True`` first runs one untimed batch of each distinct shape, with and without padding; use it
@@ -444,16 +454,54 @@ def score_pairs(model: nn.Module, pairs, *, batch_size: int = 1024, device="cpu"
 
     ``cls_only``: score with a :class:`ClsScorer` copy of the model (a ``pooling="cls"`` :class:`CrossEncoder`),
     which computes the last layer at ``[CLS]`` only: the same logits (to float rounding) for less work.
+
+    ``lean``: score with a :class:`~kdtutorial.ranking.leanscorer.LeanCrossEncoder` copy instead (fused ``W_qkv``,
+    flattened tokens, last layer at ``[CLS]`` only; bf16 weights with ``bf16_weights``; ``gelu_epilogue`` fuses the
+    feed-forward GELU into its matrix product on CUDA; ``compile`` runs it through ``torch.compile`` with dynamic
+    shapes, the compilation timed apart). ``exact_lengths``: batches of one pair length each
+    (:func:`~kdtutorial.ranking.leanscorer.exact_length_spans`, at most ``batch_tokens`` tokens a batch, default
+    ``batch_size`` times the median length): no padding, no attention mask.
     """
+    from kdtutorial.ranking.leanscorer import LeanCrossEncoder, exact_length_spans
+
     matrix = as_pair_matrix(pairs)
+    if exact_lengths and not sort_by_length:
+        raise ValueError("exact_lengths needs sort_by_length=True (batches of one length come from sorted pairs)")
+    if (gelu_epilogue or compile) and not lean:
+        raise ValueError("gelu_epilogue and compile apply to lean=True only")
     order = np.argsort(matrix.n_tokens, kind="stable") if sort_by_length else np.arange(len(matrix))
     device = torch.device(device)
-    if cls_only:
-        model = ClsScorer(model)
-    if bf16_weights and amp and device.type == "cuda":
-        model, amp = (model if cls_only else copy.deepcopy(model)).to(device=device, dtype=torch.bfloat16), False
-    return _score(model, matrix, order, batch_size=batch_size, device=device, amp=amp, width=None, warmup=warmup,
-                  desc="score pairs", progress=progress)
+    if lean:
+        use_bf16 = bf16_weights and amp and device.type == "cuda"
+        model = LeanCrossEncoder(model, dtype=torch.bfloat16 if use_bf16 else torch.float32,
+                                 gelu_epilogue=gelu_epilogue).to(device)
+        amp = amp and not use_bf16
+    else:
+        if cls_only:
+            model = ClsScorer(model)
+        if bf16_weights and amp and device.type == "cuda":
+            model, amp = (model if cls_only else copy.deepcopy(model)).to(device=device, dtype=torch.bfloat16), False
+    lengths = matrix.n_tokens[order]
+    if exact_lengths:
+        tokens = batch_tokens if batch_tokens is not None else batch_size * max(1, int(np.median(lengths)))
+        spans = exact_length_spans(lengths, int(tokens))
+    else:
+        spans = _fixed_spans(lengths, batch_size, None)
+    compile_seconds = None
+    if compile:
+        began = time.perf_counter()
+        model = torch.compile(model, dynamic=True)
+        with torch.inference_mode(), autocast(device, amp):  # the first call compiles: timed on its own
+            first = spans[0]
+            model(torch.from_numpy(np.ascontiguousarray(matrix.ids[order[first[0]:first[1]], :first[2]])).long()
+                  .to(device))
+        synchronize(device)
+        compile_seconds = time.perf_counter() - began
+    scores, stats = _score(model, matrix, order, spans, device=device, amp=amp, warmup=warmup, desc="score pairs",
+                           progress=progress)
+    if compile_seconds is not None:
+        stats["compile_seconds"] = compile_seconds
+    return scores, stats
 
 
 def score_pairs_padded(model: nn.Module, pairs, *, max_length: int, batch_size: int = 1024, device="cpu",
@@ -466,5 +514,5 @@ def score_pairs_padded(model: nn.Module, pairs, *, max_length: int, batch_size: 
     longest = int(matrix.n_tokens.max(initial=0))
     if longest > max_length:
         raise ValueError(f"a pair has {longest} tokens, more than max_length={max_length}")
-    return _score(model, matrix, np.arange(len(matrix)), batch_size=batch_size, device=device, amp=amp,
-                  width=int(max_length), warmup=warmup, desc="score pairs (padded)", progress=progress)
+    return _score(model, matrix, np.arange(len(matrix)), _fixed_spans(matrix.n_tokens, batch_size, int(max_length)),
+                  device=device, amp=amp, warmup=warmup, desc="score pairs (padded)", progress=progress)
