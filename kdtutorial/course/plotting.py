@@ -52,6 +52,7 @@ def layer_weights(ax, weights, title: str):
         ax.text(k, j, f"{w:.2f}", ha="center", va="center", fontsize=7, color="white" if w > 0.5 else "black")
     ax.set_xticks(range(weights.shape[1]), [f"t{k}" for k in range(1, weights.shape[1] + 1)], fontsize=7)
     ax.set_yticks(range(weights.shape[0]), [f"s{j}" for j in range(1, weights.shape[0] + 1)])
+    ax.grid(False)
     ax.set_title(title, fontsize=9)
     return im
 

@@ -430,7 +430,7 @@ def _score(model, pairs, order: np.ndarray, spans: list, *, device, amp: bool, w
 
 def score_pairs(model: nn.Module, pairs, *, batch_size: int = 1024, device="cpu", amp: bool = False,
                 bf16_weights: bool = False, cls_only: bool = False, sort_by_length: bool = True,
-                lean: bool = False, exact_lengths: bool = False, batch_tokens: int | None = None,
+                lean: bool = False, attention: str = "sdpa", exact_lengths: bool = False, batch_tokens: int | None = None,
                 gelu_epilogue: bool = False, compile: bool = False, warmup: bool = False, progress: bool = False):
     """Logits of every pair (float32 numpy, original order) and timing ``stats``.
 
@@ -457,7 +457,8 @@ def score_pairs(model: nn.Module, pairs, *, batch_size: int = 1024, device="cpu"
 
     ``lean``: score with a :class:`~kdtutorial.ranking.leanscorer.LeanCrossEncoder` copy instead (fused ``W_qkv``,
     flattened tokens, last layer at ``[CLS]`` only; bf16 weights with ``bf16_weights``; ``gelu_epilogue`` fuses the
-    feed-forward GELU into its matrix product on CUDA; ``compile`` runs it through ``torch.compile`` with dynamic
+    feed-forward GELU into its matrix product on CUDA; ``attention``: ``"sdpa"`` or ``"matmul"``
+    (:data:`~kdtutorial.ranking.leanscorer.ATTENTIONS`); ``compile`` runs it through ``torch.compile`` with dynamic
     shapes, the compilation timed apart). ``exact_lengths``: batches of one pair length each
     (:func:`~kdtutorial.ranking.leanscorer.exact_length_spans`, at most ``batch_tokens`` tokens a batch, default
     ``batch_size`` times the median length): no padding, no attention mask.
@@ -467,14 +468,14 @@ def score_pairs(model: nn.Module, pairs, *, batch_size: int = 1024, device="cpu"
     matrix = as_pair_matrix(pairs)
     if exact_lengths and not sort_by_length:
         raise ValueError("exact_lengths needs sort_by_length=True (batches of one length come from sorted pairs)")
-    if (gelu_epilogue or compile) and not lean:
-        raise ValueError("gelu_epilogue and compile apply to lean=True only")
+    if (gelu_epilogue or compile or attention != "sdpa") and not lean:
+        raise ValueError("gelu_epilogue, compile and attention apply to lean=True only")
     order = np.argsort(matrix.n_tokens, kind="stable") if sort_by_length else np.arange(len(matrix))
     device = torch.device(device)
     if lean:
         use_bf16 = bf16_weights and amp and device.type == "cuda"
         model = LeanCrossEncoder(model, dtype=torch.bfloat16 if use_bf16 else torch.float32,
-                                 gelu_epilogue=gelu_epilogue).to(device)
+                                 gelu_epilogue=gelu_epilogue, attention=attention).to(device)
         amp = amp and not use_bf16
     else:
         if cls_only:

@@ -248,10 +248,9 @@ def beta_search(teacher, pretrained_encoder, task: Task, layers: int, method: st
         at_beta = replace(setting, betas={**setting.betas, term: float(beta)})
         reused = [r for r in known if (r["task"], r["student_layers"], r["method"], r["init"]) ==
                   (task.name, layers, method, init) and r["seed"] in seeds] if float(beta) == setting.betas.get(term) else []
-        done = {r["seed"] for r in reused}
-        fresh = compare_methods(teacher, pretrained_encoder, task, [layers], [method],
-                                [x for x in seeds if x not in done], at_beta, init, progress=progress,
-                                cache_bytes=cache_bytes)
+        todo = [x for x in seeds if x not in {r["seed"] for r in reused}]
+        fresh = compare_methods(teacher, pretrained_encoder, task, [layers], [method], todo, at_beta, init,
+                                progress=progress, cache_bytes=cache_bytes) if todo else []
         records += [{**r, "beta": float(beta)} for r in reused + fresh]
     return records
 
