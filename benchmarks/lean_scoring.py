@@ -26,6 +26,7 @@ def main(argv=None) -> None:
     p.add_argument("--reference", type=int, default=100_000, help="pairs scored by the float32 reference")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--only", nargs="*", default=None, help="run only the variants whose label contains one of these")
     args = p.parse_args(argv)
     device = kd.environment.resolve_device("auto")
     name = "sentence-transformers/all-MiniLM-L6-v2"
@@ -67,6 +68,10 @@ def main(argv=None) -> None:
     }
     if args.compile:
         variants["lean, exact lengths, 2^19 tokens, compiled"] = dict(big, compile=True)
+        variants["lean, exact lengths, 2^19 tokens, GELU epilogue, compiled"] = dict(big, compile=True,
+                                                                                    gelu_epilogue=True)
+    if args.only is not None:
+        variants = {k: v for k, v in variants.items() if any(x in k for x in args.only)}
     for label, kw in variants.items():
         for repeat in range(args.repeats):
             scores, st = ce.score_pairs(teacher, pairs, device=device, amp=True, bf16_weights=True, warmup=True, **kw)

@@ -28,7 +28,8 @@ from kdtutorial.course.report import metrics_from_notebook
 ARCHIVE_FILE = Path(__file__).with_name("full_results.json")
 
 #: lesson -> where its archived full run comes from: the notebook in results/full/, the commit that archived it,
-#: its date, the wall time of the run, and the source line that starts the cell holding the main results table;
+#: its date, the wall time of the run, and the source line that starts the cell holding the main results table
+#: (or a tuple of such lines: their cells' texts are joined);
 #: ``extras``: supplementary runs, name -> the same keys plus ``changed`` (the parameters that differ from the full
 #: profile, as papermill got them)
 SOURCES = {
@@ -45,9 +46,21 @@ SOURCES = {
     "06_qadsm_two_tower": dict(notebook="06_qadsm_two_tower.ipynb", commit="e0e08f5", date="2026-11-22",
                                wall="9 min 34 s", table="records, scores, servers = [], {}, {}"),
     "07_layer_distillation": dict(notebook="07_layer_distillation.ipynb", commit="5d40d14", date="2026-12-02",
-                                  wall="8 min 16 s", table="PAPER_SIZE = {m: 4 if m >= 3 else 2"),
+                                  wall="8 min 16 s", table="PAPER_SIZE = {m: 4 if m >= 3 else 2",
+                                  extras={"choices": dict(
+                                      notebook="07_layer_distillation_choices.ipynb", commit="3c00173",
+                                      date="2026-12-06", wall="3 min 55 s",
+                                      table=("search = kd.layercompare.beta_search(", "scaled_maps = {}"),
+                                      changed="TASKS ['sst2'], METHODS ['no KD', 'KD', 'PKD-Skip', 'ALP-KD'], "
+                                              "RANDOM_INIT_VARIANT False")}),
     "08_language_model_distillation": dict(notebook="08_language_model_distillation.ipynb", commit="07d1c27",
-                                           date="2026-12-02", wall="8 min 18 s", table='METRICS = {"nll_reviews"'),
+                                           date="2026-12-02", wall="8 min 18 s", table='METRICS = {"nll_reviews"',
+                                           extras={"random_init": dict(
+                                               notebook="08_language_model_distillation_random_init.ipynb",
+                                               commit="3c00173", date="2026-12-06", wall="4 min 30 s",
+                                               table="if P.RANDOM_INIT_VARIANT:",
+                                               changed="METHODS ['supervised CE', 'word-level KD'], TOP_K_SWEEP [], "
+                                                       "RANDOM_INIT_VARIANT True")}),
     "09_knn_augmentation": dict(notebook="09_knn_augmentation.ipynb", commit="80dbc54", date="2026-12-02",
                                 wall="5 min 35 s", table="methods = kd.knnaug.knn_methods(P.K"),
     "10_all_methods": dict(notebook="10_all_methods.ipynb", commit="75d47f9", date="2026-12-02", wall="8 min 3 s",
@@ -160,7 +173,8 @@ def _read_run(source: dict, results_dir: str | Path) -> tuple[dict, dict]:
     :data:`SOURCES`), and the notebook itself."""
     nb = json.loads((Path(results_dir) / source["notebook"]).read_text())
     device = software = None
-    table = ""
+    starts = (source["table"],) if isinstance(source["table"], str) else tuple(source["table"])
+    tables = {}
     for cell in nb["cells"]:
         if cell["cell_type"] != "code":
             continue
@@ -168,10 +182,13 @@ def _read_run(source: dict, results_dir: str | Path) -> tuple[dict, dict]:
         match = _BANNER.search(text)
         if match and device is None:
             device, software = match.group(3), f"python {match.group(1)}, torch {match.group(2)}"
-        if "".join(cell["source"]).startswith(source["table"]) and not table:
-            table = text
-    if device is None or not table:
-        raise ValueError(f"{source['notebook']}: no banner line or no cell starting {source['table']!r}")
+        for start in starts:
+            if "".join(cell["source"]).startswith(start) and text:
+                tables.setdefault(start, text)
+    if device is None or len(tables) < len(starts):
+        raise ValueError(f"{source['notebook']}: no banner line or no cell starting "
+                         f"{' or '.join(repr(s) for s in starts if s not in tables) or '(banner)'}")
+    table = "\n\n".join(tables[s] for s in starts)
     device = re.sub(r"^cuda \((.*)\)$", r"\1", device)
     return dict(notebook=source["notebook"], device=device, software=software, commit=source["commit"],
                 date=source["date"], wall=source["wall"], table=table), nb

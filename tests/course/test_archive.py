@@ -29,7 +29,10 @@ def test_every_lesson_has_an_archived_full_run_with_its_headlines():
 
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs the git checkout")
 def test_each_commit_named_archived_that_notebook():
-    for lesson, source in archive.SOURCES.items():
+    runs = [(lesson, source) for lesson, main in archive.SOURCES.items()
+            for source in [main, *main.get("extras", {}).values()]]
+    assert len(runs) > len(archive.SOURCES)  # the supplementary runs are checked too
+    for lesson, source in runs:
         changed = subprocess.run(["git", "show", "--name-only", "--format=%ad", "--date=short", source["commit"]],
                                  cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
         assert f"results/full/{source['notebook']}" in changed, f"{lesson}: {source['commit']} did not archive it"
