@@ -15,10 +15,11 @@ pinned by ``tests/test_relevance.py`` and matching ``kdtutorial.common.losses``:
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["score_mse_loss", "score_bce_loss", "label_bce_loss", "relevance_kd_loss", "KINDS"]
+__all__ = ["score_mse_loss", "score_bce_loss", "label_bce_loss", "relevance_kd_loss", "mean_teacher_logits", "KINDS"]
 
 KINDS = ("mse", "bce")
 
@@ -102,3 +103,21 @@ def relevance_kd_loss(
     if labels is None:
         return kd
     return alpha * kd + (1.0 - alpha) * label_bce_loss(student_logit, labels)
+
+
+def mean_teacher_logits(*teachers, weights=None):
+    """Several teachers as one: the (weighted) mean of their logits for the same pairs, ``t = sum_k w_k t_k /
+    sum_k w_k`` (the Microsoft Ads talk's multi-teacher distillation; teachers of different seeds, or the
+    domain-adapted one). Each argument is one logit per pair (a numpy array or tensor), all of one shape; returns a
+    float32 numpy array. The mean of logits, not of probabilities: the student then learns one logit per pair with
+    the same losses as from one teacher."""
+    if not teachers:
+        raise ValueError("mean_teacher_logits needs at least one teacher's logits")
+    arrays = [np.asarray(t.detach().cpu() if torch.is_tensor(t) else t, dtype=np.float64) for t in teachers]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise ValueError(f"the teachers' logits must have one shape (one logit per pair), got {sorted(shapes)}")
+    w = np.ones(len(arrays)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(arrays),) or (w < 0).any() or not w.sum() > 0:
+        raise ValueError(f"weights must be {len(arrays)} non-negative numbers with a positive sum, got {weights}")
+    return (sum(wk * a for wk, a in zip(w, arrays)) / w.sum()).astype(np.float32)

@@ -16,7 +16,7 @@ import copy
 from torch import nn
 
 __all__ = ["DISTILBERT_RELEASE_LAYERS", "every_other_layer", "student_config", "copy_layers_student", "copy_layers_encoder",
-           "random_student", "encoder_layers"]
+           "random_student", "small_encoder", "encoder_layers"]
 
 DISTILBERT_RELEASE_LAYERS = (0, 2, 4, 7, 9, 11)
 
@@ -57,6 +57,22 @@ def student_config(teacher_config, n_layers: int):
 def random_student(teacher, n_layers: int):
     """A student of the teacher's class and width with ``n_layers`` layers and random weights."""
     config = student_config(teacher.config, n_layers)
+    return type(teacher)(config)
+
+
+def small_encoder(teacher, *, layers: int = 2, hidden: int = 128, heads: int = 2, intermediate: int = 512):
+    """A narrow encoder of the teacher's class with random weights and the teacher's vocabulary and positions:
+    by default BERT-Tiny's shape (2 layers, 128 wide, 2 heads, feed-forward 512; Turc et al., 2019), the small
+    towers of the KDD'22 tutorial on distilling rankers. Nothing is copied: it cannot start from the teacher's
+    weights, which are wider. ``hidden`` must divide by ``heads``."""
+    for name, value in (("layers", layers), ("hidden", hidden), ("heads", heads), ("intermediate", intermediate)):
+        if int(value) < 1:
+            raise ValueError(f"{name} = {value} is not allowed: expected a positive integer")
+    if hidden % heads:
+        raise ValueError(f"hidden = {hidden} is not allowed with heads = {heads}: the width must divide by the heads")
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers, config.hidden_size = int(layers), int(hidden)
+    config.num_attention_heads, config.intermediate_size = int(heads), int(intermediate)
     return type(teacher)(config)
 
 
