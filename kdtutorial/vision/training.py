@@ -138,7 +138,9 @@ def fit(
         for epoch in range(1, epochs + 1):
             if on_epoch_start is not None:
                 on_epoch_start(epoch)
-            total, count = 0.0, 0
+            # the epoch's loss is summed on the device in float64: no host synchronisation per step, and the same
+            # float64 additions of the same float32 losses as summing loss.item() on the host would do
+            total, count = torch.zeros((), dtype=torch.float64, device=device), 0
             for idx in batches(len(x), batch_size, shuffle=True, generator=generator):
                 idx_dev = idx.to(device)
                 ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
@@ -148,9 +150,9 @@ def fit(
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
-                total += loss.item() * len(idx)
+                total += loss.detach().double() * len(idx)
                 count += len(idx)
-            row = {"epoch": epoch, "loss": total / count}
+            row = {"epoch": epoch, "loss": float(total) / count}
             if val_set is not None:
                 row["val_acc"] = evaluate(model, val_set, device)
             history.add(**row)

@@ -1,0 +1,89 @@
+"""Where a vision lesson's GPU time goes (issue 21): one epoch of an MLP student on Fashion-MNIST (55,000 images,
+batch 64, 860 steps) trained three ways, each after an untimed warm-up epoch:
+
+* the loop as it was, reading ``loss.item()`` after every step (the host waits for the GPU each step);
+* ``training.fit`` now (the epoch's loss summed on the device: no wait per step);
+* ``seedbatch.fit_seeds`` with K seeds in one stacked pass per step (per seed: the time divided by K).
+
+Also the time of the forward and backward pass alone for one batch, to set against the per-step time. One JSON line
+per measurement. Run: ``python benchmarks/vision_seed_costs.py`` (CUDA; Fashion-MNIST under $KDTUTORIAL_DATA).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+import kdtutorial as kd
+from kdtutorial.vision import models, objectives
+from kdtutorial.vision.seedbatch import fit_seeds
+from kdtutorial.vision.training import batches, fit
+
+
+def synced(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def loop_with_item(model, data, device, seed=0, batch_size=64):
+    """The loop before: Adam, one ``loss.item()`` per step."""
+    model.to(device).train()
+    x, y = data.train.x.to(device), data.train.y.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device.type == "cuda")
+    total = 0.0
+    for idx in batches(len(x), batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)):
+        idx = idx.to(device)
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+    return total
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--arch", default="mlp-medium")
+    p.add_argument("--seeds", type=int, nargs="+", default=[5, 9, 45])
+    args = p.parse_args(argv)
+    device = kd.environment.resolve_device("auto")
+    data = kd.data.load_vision("fashion-mnist")
+    print(json.dumps({"device": kd.environment.banner(device), "arch": args.arch, "train": len(data.train)}), flush=True)
+
+    def new(seed):
+        kd.environment.seed_everything(seed)
+        return models.build(args.arch, data.input_shape, data.n_classes)
+
+    loop_with_item(new(0), data, device)  # warm-up
+    began = synced(device)
+    loop_with_item(new(0), data, device)
+    print(json.dumps({"variant": "loss.item() every step (before)", "seconds_per_epoch": synced(device) - began}),
+          flush=True)
+    ce = objectives.CrossEntropy()
+    fit(new(0), data.train, ce, epochs=1, device=device)
+    began = synced(device)
+    fit(new(0), data.train, ce, epochs=1, device=device)
+    print(json.dumps({"variant": "fit (no wait per step)", "seconds_per_epoch": synced(device) - began}), flush=True)
+    for k in args.seeds:
+        seeds = list(range(k))
+        fit_seeds([new(s) for s in seeds], data.train, [ce] * k, seeds=seeds, epochs=1, device=device)
+        began = synced(device)
+        fit_seeds([new(s) for s in seeds], data.train, [ce] * k, seeds=seeds, epochs=1, device=device)
+        seconds = synced(device) - began
+        print(json.dumps({"variant": f"fit_seeds, {k} seeds together", "seconds_per_epoch": seconds,
+                          "seconds_per_seed_epoch": seconds / k}), flush=True)
+    model = new(0).to(device)
+    xb, yb = data.train.x[:64].to(device), data.train.y[:64].to(device)
+    for _ in range(20):
+        torch.nn.functional.cross_entropy(model(xb), yb).backward()
+    began = synced(device)
+    for _ in range(200):
+        torch.nn.functional.cross_entropy(model(xb), yb).backward()
+    print(json.dumps({"forward_backward_ms": (synced(device) - began) / 200 * 1e3}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

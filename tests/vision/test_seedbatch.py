@@ -1,0 +1,83 @@
+"""Seeds trained together (issue 21): the batched path gives the same models, losses and validation accuracies as
+training one seed at a time, and the vision loop's epoch loss is the host-side sum it replaced."""
+import pytest
+import torch
+
+from kdtutorial.common.environment import seed_everything
+from kdtutorial.vision import models, objectives
+from kdtutorial.vision.data import load_vision
+from kdtutorial.vision.seedbatch import check_batchable, fit_seeds
+from kdtutorial.vision.training import TeacherCache, batches, fit
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
+
+SEEDS = [3, 4, 5]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_vision("digits", n_train=300, n_val=100, n_test=100, seed=0)
+
+
+def student(arch, data, seed):
+    seed_everything(seed)
+    return models.build(arch, data.input_shape, data.n_classes)
+
+
+@pytest.fixture(scope="module")
+def cache(digits):
+    teacher = student("mlp-medium", digits, 0)
+    fit(teacher, digits.train, objectives.CrossEntropy(), epochs=3, seed=0)
+    return TeacherCache.build(teacher, digits.train)
+
+
+@pytest.mark.parametrize("kind", ["cross-entropy", "distillation, one config per seed"])
+def test_seeds_trained_together_equal_seeds_trained_one_at_a_time(digits, cache, kind):
+    if kind == "cross-entropy":
+        objs = [objectives.CrossEntropy() for _ in SEEDS]
+    else:  # a different objective per stacked model: each model keeps its own
+        objs = [objectives.Distillation(cache, T=t, alpha=a) for t, a in [(2.0, 0.5), (4.0, 0.9), (8.0, 0.5)]]
+    alone = [student("mlp-small", digits, s) for s in SEEDS]
+    hist_alone = [fit(m, digits.train, o, epochs=3, batch_size=32, lr=3e-3, weight_decay=1e-4, seed=s,
+                      val_set=digits.val) for m, o, s in zip(alone, objs, SEEDS)]
+    together = [student("mlp-small", digits, s) for s in SEEDS]
+    hist_together = fit_seeds(together, digits.train, objs, seeds=SEEDS, epochs=3, batch_size=32, lr=3e-3,
+                              weight_decay=1e-4, val_set=digits.val)
+    for a, b, ha, hb in zip(alone, together, hist_alone, hist_together):
+        assert not b.training
+        for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.allclose(pa, pb, atol=2e-5, rtol=1e-4), name
+        assert hb.column("loss") == pytest.approx(ha.column("loss"), rel=1e-5)
+        assert hb.column("val_acc") == ha.column("val_acc")  # the same predictions on every validation example
+    assert hist_together[0].column("loss") != hist_together[1].column("loss")  # the seeds really differ
+
+
+def test_models_that_behave_differently_in_a_stack_are_refused(digits):
+    with pytest.raises(ValueError, match="is dropout \\(p = 0.2\\)"):
+        check_batchable(student("mlp-large", digits, 0))
+    with pytest.raises(ValueError, match="is batch normalisation"):
+        check_batchable(student("cnn-small", digits, 0))
+    check_batchable(student("mlp-tiny", digits, 0))  # no dropout, no batch norm: fine
+    with pytest.raises(ValueError, match="one objective and one seed per model: got 2 models, 1 objectives"):
+        fit_seeds([student("mlp-tiny", digits, 0)] * 2, digits.train, [objectives.CrossEntropy()], seeds=[0, 1],
+                  epochs=1)
+    with pytest.raises(ValueError, match="models of one architecture"):
+        fit_seeds([student("mlp-tiny", digits, 0), student("mlp-small", digits, 0)], digits.train,
+                  [objectives.CrossEntropy()] * 2, seeds=[0, 1], epochs=1)
+
+
+def test_the_epoch_loss_is_the_sum_of_the_step_losses_the_host_would_add(digits):
+    """fit sums the epoch's losses on the device in float64; the host's loss.item() sum gives the same bits."""
+    model = student("mlp-tiny", digits, 1)
+    reference = student("mlp-tiny", digits, 1)
+    history = fit(model, digits.train, objectives.CrossEntropy(), epochs=1, batch_size=64, seed=9)
+    optimiser = torch.optim.Adam(reference.parameters(), lr=1e-3)
+    total, count = 0.0, 0
+    for idx in batches(len(digits.train), 64, shuffle=True, generator=torch.Generator().manual_seed(9)):
+        loss = objectives.CrossEntropy()(reference(digits.train.x[idx]), digits.train.y[idx], idx)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        total += loss.item() * len(idx)
+        count += len(idx)
+    assert history.column("loss") == [total / count]
