@@ -46,7 +46,7 @@ MODULES = {
     **dict.fromkeys(("causallm", "decoders", "divergences", "lmtext", "generation", "lmdistil", "lmeval", "lmcompare",
                      "modes"), "lm"),
     **dict.fromkeys(("parameters", "lessons", "runner", "report", "outputs", "plotting", "widgets", "archive",
-                     "diagrams"), "course"),
+                     "fullsummary", "diagrams"), "course"),
 }
 
 __all__ = [*PARTS, *MODULES]

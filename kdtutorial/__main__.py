@@ -13,6 +13,7 @@ import sys
 
 COMMANDS = {
     "run": "kdtutorial.course.runner",
+    "readme-table": "kdtutorial.course.fullsummary",
 }
 
 

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kdtutorial.course.fullsummary import device_of
 from kdtutorial.course.outputs import output_text
 from kdtutorial.course.report import metrics_from_notebook
 
@@ -130,7 +131,6 @@ HEADLINES = {
 }
 
 _PROGRESS = re.compile(r"\d+%\|")  # a tqdm progress bar's line
-_BANNER = re.compile(r"python (\S+) \| torch (\S+) \| device (.+?) \| cpu threads")
 
 
 @dataclass(frozen=True)
@@ -172,16 +172,13 @@ def _read_run(source: dict, results_dir: str | Path) -> tuple[dict, dict]:
     """The record of one archived notebook (file, device, software, commit, date, wall time, table; see
     :data:`SOURCES`), and the notebook itself."""
     nb = json.loads((Path(results_dir) / source["notebook"]).read_text())
-    device = software = None
+    device, software = device_of(nb)
     starts = (source["table"],) if isinstance(source["table"], str) else tuple(source["table"])
     tables = {}
     for cell in nb["cells"]:
         if cell["cell_type"] != "code":
             continue
         text = _cell_text(cell)
-        match = _BANNER.search(text)
-        if match and device is None:
-            device, software = match.group(3), f"python {match.group(1)}, torch {match.group(2)}"
         for start in starts:
             if "".join(cell["source"]).startswith(start) and text:
                 tables.setdefault(start, text)
@@ -189,7 +186,6 @@ def _read_run(source: dict, results_dir: str | Path) -> tuple[dict, dict]:
         raise ValueError(f"{source['notebook']}: no banner line or no cell starting "
                          f"{' or '.join(repr(s) for s in starts if s not in tables) or '(banner)'}")
     table = "\n\n".join(tables[s] for s in starts)
-    device = re.sub(r"^cuda \((.*)\)$", r"\1", device)
     return dict(notebook=source["notebook"], device=device, software=software, commit=source["commit"],
                 date=source["date"], wall=source["wall"], table=table), nb
 

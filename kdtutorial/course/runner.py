@@ -468,13 +468,15 @@ def _echo(text: str) -> None:
 
 
 def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=None, timeout=None,
-              kernel=DEFAULT_KERNEL, progress=None, echo=_echo) -> dict:
+              kernel=DEFAULT_KERNEL, progress=None, echo=_echo, merge: bool = False) -> dict:
     """Run every discovered notebook, write ``summary.json``/``summary.md`` and return the summary dict.
 
     The summary holds ``profile``, ``started_at``, ``finished_at``, ``total_seconds``, ``versions``,
     ``parameters``, ``out_dir``, ``markdown`` (not written to the JSON), ``failed`` (count) and
     ``notebooks`` (one dict per notebook: name, status, seconds, wall_seconds, peak_mib, budget,
-    within_budget, budget_overruns, metrics, output, error).
+    within_budget, budget_overruns, metrics, output, error, device, software, commit). ``merge``: merge this
+    call's notebooks into the ``summary.json`` already in the output folder
+    (:func:`kdtutorial.course.fullsummary.merge_summaries`), so several ``--only`` calls make one summary.
     """
     if profile not in PROFILES:
         raise RunnerError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
@@ -490,6 +492,7 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
         progress = sys.stdout.isatty()
 
     started_at, t0 = _now(), time.perf_counter()
+    commit = _commit(notebooks_dir)
     results = []
     for number, notebook in enumerate(notebooks, 1):
         tag = f"[{number}/{len(notebooks)}] {notebook.name}"
@@ -504,33 +507,58 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
                           timeout=timeout, kernel=kernel, progress=progress)
         except KeyboardInterrupt:
             run = {"status": "interrupted", "error": dict(_INTERRUPTED)}
-        result = _finish_result(notebook, out_dir / notebook.name, budget, run)
+        result = {**_finish_result(notebook, out_dir / notebook.name, budget, run), "commit": commit}
         results.append(result)
         echo(_progress_line(tag, result))
         if result["status"] == "interrupted":
             break
 
     total = time.perf_counter() - t0
-    markdown = summary_markdown(results, profile, total)
     summary = {
         "profile": profile, "started_at": started_at, "finished_at": _now(), "total_seconds": total,
         "versions": _versions(), "kernel": kernel, "parameters": params,
         "notebooks_dir": str(notebooks_dir), "out_dir": str(out_dir),
         "failed": sum(r["status"] != "ok" for r in results), "notebooks": results,
     }
+    if merge and (out_dir / "summary.json").is_file():
+        from kdtutorial.course.fullsummary import merge_summaries
+
+        previous = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+        try:
+            summary = merge_summaries(previous, summary)
+        except ValueError as exc:
+            raise RunnerError(str(exc)) from None
+    markdown = summary_markdown(summary["notebooks"], profile, summary["total_seconds"])
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out_dir / "summary.md").write_text(markdown, encoding="utf-8")
     summary["markdown"] = markdown
     return summary
 
 
+def _commit(folder: Path) -> str | None:
+    """The short commit of the checkout ``folder`` is in (``+changes`` when it has uncommitted changes), or None."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if dirty else "")
+
+
 def _finish_result(notebook: Path, output: Path, budget: dict, run: dict) -> dict:
+    from kdtutorial.course.fullsummary import device_of
     from kdtutorial.course.report import metrics_from_notebook
 
-    metrics = {}
+    metrics, device, software = {}, None, None
     if output.is_file():
         try:
-            metrics = metrics_from_notebook(read_notebook(output))
+            executed = read_notebook(output)
+            metrics = metrics_from_notebook(executed)
+            device, software = device_of(executed)
         except (OSError, ValueError, KeyError):
             pass
     seconds, peak = run.get("seconds"), run.get("peak_mib")
@@ -539,7 +567,7 @@ def _finish_result(notebook: Path, output: Path, budget: dict, run: dict) -> dic
         "name": notebook.name, "status": run.get("status", "failed"), "seconds": seconds,
         "wall_seconds": run.get("wall_seconds"), "peak_mib": peak, "budget": budget,
         "within_budget": within, "budget_overruns": overruns, "metrics": metrics,
-        "output": str(output), "error": run.get("error"),
+        "output": str(output), "error": run.get("error"), "device": device, "software": software,
     }
 
 
@@ -587,6 +615,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "else ./notebooks)")
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="output root; results go to DIR/<profile>/ (default: runs/ of the checkout)")
+    parser.add_argument("--merge", action="store_true",
+                        help="merge this run's notebooks into the summary.json already in the output folder (a full "
+                             "profile run as several --only calls: python -m kdtutorial run --profile full --merge "
+                             "--out results; then python -m kdtutorial readme-table)")
     parser.add_argument("--timeout", type=int, metavar="SECONDS",
                         help="fail a cell that runs longer than this (default: no limit)")
     parser.add_argument("--kernel", default=DEFAULT_KERNEL, metavar="NAME",
@@ -615,7 +647,7 @@ def command(args: argparse.Namespace, parser: argparse.ArgumentParser | None = N
         parameters = parse_parameters(args.parameters)
         summary = run_suite(args.profile, notebooks_dir=args.notebooks_dir, out_root=args.out,
                             only=args.only, parameters=parameters, timeout=args.timeout,
-                            kernel=args.kernel)
+                            kernel=args.kernel, merge=args.merge)
     except RunnerError as exc:
         if parser is not None:
             parser.error(str(exc))  # exits with status 2

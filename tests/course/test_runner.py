@@ -196,3 +196,22 @@ def test_failing_notebook_is_reported_and_the_others_still_run(tmp_path, capsys)
     assert line in printed.err
     assert line in printed.out  # in the printed summary
     assert line in (out / "quick" / "summary.md").read_text()
+
+
+def test_runs_of_one_profile_merge_into_one_summary_with_the_device_and_commit(tmp_path, capsys):
+    nb_dir, out = tmp_path / "notebooks", tmp_path / "runs"
+    banner = "print('python 3.12.3 | torch 2.11.0 | device cuda (NVIDIA H200) | cpu threads 16')"
+    make_notebook(nb_dir / "01_first.ipynb", [banner, RECORD])
+    make_notebook(nb_dir / "02_second.ipynb", [RECORD])
+    base = ["run", "--profile", "quick", "--notebooks-dir", str(nb_dir), "--out", str(out), "--merge"]
+    assert main([*base, "--only", "01"]) == 0
+    assert main([*base, "--only", "02", "-p", "X", "7"]) == 0
+    summary = json.loads((out / "quick" / "summary.json").read_text())
+    first, second = summary["notebooks"]
+    assert (first["name"], first["metrics"]["x"], second["name"], second["metrics"]["x"]) == \
+        ("01_first.ipynb", 1, "02_second.ipynb", 7)
+    assert first["device"] == "NVIDIA H200" and first["software"] == "python 3.12.3, torch 2.11.0"
+    assert second["device"] is None and "commit" in second  # no banner printed; not a git checkout: None
+    assert len(summary["calls"]) == 2 and summary["calls"][1]["parameters"]["X"] == 7
+    assert "01_first.ipynb" in (out / "quick" / "summary.md").read_text()  # the merged table
+    capsys.readouterr()

@@ -1,0 +1,88 @@
+"""The full profile's one summary (issue 21): calls of the runner merged by notebook, the README table generated
+from it (on a fixture), the device read from an executed notebook's banner."""
+import json
+
+import pytest
+
+from kdtutorial.course import fullsummary, runner
+
+
+def nb_entry(name, seconds, device="NVIDIA H200", status="ok", **metrics):
+    return {"name": name, "status": status, "seconds": seconds - 1, "wall_seconds": seconds, "peak_mib": 2048.0,
+            "metrics": metrics, "device": device, "software": "python 3.12.3, torch 2.11.0", "commit": "abc1234"}
+
+
+def call(notebooks, started="2026-12-06T10:00:00", params=None):
+    return {"profile": "full", "started_at": started, "finished_at": started.replace("10:", "11:"),
+            "total_seconds": sum(n["wall_seconds"] for n in notebooks), "versions": {"torch": "2.11.0"},
+            "kernel": "python3", "parameters": params or {"PROFILE": "full"},
+            "failed": sum(n["status"] != "ok" for n in notebooks), "notebooks": notebooks}
+
+
+def test_calls_merge_by_notebook_and_a_rerun_replaces_its_entry():
+    first = fullsummary.merge_summaries(None, call([nb_entry("02_b.ipynb", 100), nb_entry("01_a.ipynb", 50)]))
+    assert [c["started_at"] for c in first["calls"]] == ["2026-12-06T10:00:00"]
+    second = call([nb_entry("03_c.ipynb", 200, status="failed"), nb_entry("01_a.ipynb", 40)], "2026-12-06T10:30:00")
+    merged = fullsummary.merge_summaries(first, second)
+    assert [n["name"] for n in merged["notebooks"]] == ["01_a.ipynb", "02_b.ipynb", "03_c.ipynb"]
+    assert [n["wall_seconds"] for n in merged["notebooks"]] == [40, 100, 200]  # 01 run again: the new entry
+    assert merged["total_seconds"] == 340 and merged["failed"] == 1 and len(merged["calls"]) == 2
+    assert merged["started_at"] == "2026-12-06T10:00:00"
+    with pytest.raises(ValueError, match="cannot merge a 'quick' run into a summary of the 'full' profile"):
+        fullsummary.merge_summaries(merged, {**second, "profile": "quick"})
+
+
+def test_the_readme_table_names_the_device_once_and_shows_the_headlines():
+    summary = fullsummary.merge_summaries(None, call([
+        nb_entry("01_soft_targets.ipynb", 95, seeds=5, teacher_acc=92.4, kd_acc=89.1, not_a_headline=1),
+        nb_entry("04_annealing_kd.ipynb", 61, status="failed")]))
+    table = fullsummary.full_table(summary, headlines={
+        "01_soft_targets": [("seeds", "seeds"), ("teacher_acc", "teacher (%)"), ("kd_acc", "distilled (%)")]})
+    lines = table.splitlines()
+    assert lines[0] == ("Full profile on NVIDIA H200 (python 3.12.3, torch 2.11.0): 2 notebook(s), 2 min 36 s in all, "
+                        "1 failed.")
+    assert lines[2] == "| notebook | wall time | peak memory | commit | headline metrics |"
+    assert lines[4] == ("| [01_soft_targets](results/full/01_soft_targets.ipynb) | 1 min 35 s | 2.0 GiB | abc1234 | "
+                        "seeds 5; teacher (%) 92.4; distilled (%) 89.1 |")
+    assert lines[5].startswith("| [04_annealing_kd](results/full/04_annealing_kd.ipynb) (**FAILED**) | 1 min 1 s |")
+
+
+def test_the_table_goes_between_the_markers_and_nowhere_else():
+    readme = f"# Title\n\n{fullsummary.START}\nold table\n{fullsummary.END}\n\nmore\n"
+    new = fullsummary.replace_table(readme, "| new |\n")
+    assert new == f"# Title\n\n{fullsummary.START}\n| new |\n{fullsummary.END}\n\nmore\n"
+    assert fullsummary.replace_table(new, "| new |\n") == new  # idempotent
+    with pytest.raises(ValueError, match="the README has no generated table: put the two lines"):
+        fullsummary.replace_table("# Title\n", "| new |\n")
+
+
+def test_the_command_writes_the_readme_from_the_summary(tmp_path, capsys):
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps(fullsummary.merge_summaries(None, call([nb_entry("01_soft_targets.ipynb", 95)]))))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{fullsummary.START}\n{fullsummary.END}\n")
+    args = fullsummary_args(summary, readme)
+    assert fullsummary.command(args) == 0
+    assert "| [01_soft_targets](results/full/01_soft_targets.ipynb) | 1 min 35 s |" in readme.read_text()
+    assert fullsummary.command(fullsummary_args(tmp_path / "none.json", readme)) == 2
+    assert "no summary at" in capsys.readouterr().out
+
+
+def fullsummary_args(summary, readme):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    fullsummary.configure_parser(parser)
+    return parser.parse_args(["--summary", str(summary), "--readme", str(readme)])
+
+
+def test_the_device_is_read_from_the_executed_notebooks_banner():
+    nb = {"cells": [{"cell_type": "markdown", "source": "x"},
+                    {"cell_type": "code", "outputs": [{"output_type": "stream", "name": "stdout", "text": [
+                        "python 3.12.3 | torch 2.11.0+cu130 | device cuda (NVIDIA H200) | cpu threads 16\n"]}]}]}
+    assert fullsummary.device_of(nb) == ("NVIDIA H200", "python 3.12.3, torch 2.11.0+cu130")
+    assert fullsummary.device_of({"cells": []}) == (None, None)
+
+
+def test_the_runner_knows_the_checkouts_commit(tmp_path):
+    assert runner._commit(tmp_path) is None  # not a git checkout
