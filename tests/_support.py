@@ -70,3 +70,14 @@ def tiny_bert(vocab_size: int, seed: int = 0):
     config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=37)
     return BertModel(config, add_pooling_layer=False)
+
+
+#: a few (query, ad) texts for the cross-encoder and lean-scorer tests
+QUERIES = ["cheap flights", "running shoes for women", "pizza", "used cars near me boston", "hotel"]
+ADS = [
+    "Cheap flights to Paris Book now and save up to 40% on your next trip",
+    "Women's running shoes Free delivery on all orders",
+    "Pizza delivery Order online",
+    "Used cars for sale Thousands of certified cars near you in Boston, Massachusetts and beyond",
+    "Hotels",
+]

@@ -9,19 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _support import tiny_bert
+from _support import ADS, QUERIES, tiny_bert
 from kdtutorial.ranking import crossencoder as ce
 from kdtutorial.ranking import leanscorer as ls
 from kdtutorial.text import tokens
 
-QUERIES = ["cheap flights", "running shoes for women", "pizza", "used cars near me boston", "hotel"]
-ADS = [
-    "Cheap flights to Paris Book now and save up to 40% on your next trip",
-    "Women's running shoes Free delivery on all orders",
-    "Pizza delivery Order online",
-    "Used cars for sale Thousands of certified cars near you in Boston, Massachusetts and beyond",
-    "Hotels",
-]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixtures (and tok) in conftest.py
 
