@@ -243,11 +243,13 @@ def beta_search(teacher, pretrained_encoder, task: Task, layers: int, method: st
     if term in (None, "none", "kd"):
         raise ValueError(f"method = {method!r} is not allowed: expected a method with a layer term, one of "
                          f"{', '.join(m for m, (t, _) in METHODS.items() if t not in ('none', 'kd'))}")
+    this_run = (task.name, layers, method, init)
+    same_run = [r for r in known if (r["task"], r["student_layers"], r["method"], r["init"]) == this_run
+                and r["seed"] in seeds]  # trained at the setting's own weight
     records = []
     for beta in betas:
         at_beta = replace(setting, betas={**setting.betas, term: float(beta)})
-        reused = [r for r in known if (r["task"], r["student_layers"], r["method"], r["init"]) ==
-                  (task.name, layers, method, init) and r["seed"] in seeds] if float(beta) == setting.betas.get(term) else []
+        reused = same_run if float(beta) == setting.betas.get(term) else []
         todo = [x for x in seeds if x not in {r["seed"] for r in reused}]
         fresh = compare_methods(teacher, pretrained_encoder, task, [layers], [method], todo, at_beta, init,
                                 progress=progress, cache_bytes=cache_bytes) if todo else []
