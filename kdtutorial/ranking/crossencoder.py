@@ -455,7 +455,8 @@ def score_pairs(model: nn.Module, pairs, *, batch_size: int = 1024, device="cpu"
     ``cls_only``: score with a :class:`ClsScorer` copy of the model (a ``pooling="cls"`` :class:`CrossEncoder`),
     which computes the last layer at ``[CLS]`` only: the same logits (to float rounding) for less work.
 
-    ``lean``: score with a :class:`~kdtutorial.ranking.leanscorer.LeanCrossEncoder` copy instead (fused ``W_qkv``,
+    ``lean``: score with a :class:`~kdtutorial.ranking.leanscorer.LeanCrossEncoder` copy instead (``cls_only`` is then
+    implied: its last layer runs at ``[CLS]`` only; fused ``W_qkv``,
     flattened tokens, last layer at ``[CLS]`` only; bf16 weights with ``bf16_weights``; ``gelu_epilogue`` fuses the
     feed-forward GELU into its matrix product on CUDA; ``attention``: ``"sdpa"`` or ``"matmul"``
     (:data:`~kdtutorial.ranking.leanscorer.ATTENTIONS`); ``compile`` runs it through ``torch.compile`` with dynamic
@@ -484,12 +485,12 @@ def score_pairs(model: nn.Module, pairs, *, batch_size: int = 1024, device="cpu"
             model, amp = (model if cls_only else copy.deepcopy(model)).to(device=device, dtype=torch.bfloat16), False
     lengths = matrix.n_tokens[order]
     if exact_lengths:
-        tokens = batch_tokens if batch_tokens is not None else batch_size * max(1, int(np.median(lengths)))
+        tokens = batch_tokens if batch_tokens is not None else batch_size * max(1, int(np.median(lengths)) if len(lengths) else 1)
         spans = exact_length_spans(lengths, int(tokens))
     else:
         spans = _fixed_spans(lengths, batch_size, None)
     compile_seconds = None
-    if compile:
+    if compile and spans:  # no pairs, nothing to compile
         began = time.perf_counter()
         model = torch.compile(model, dynamic=True)
         with torch.inference_mode(), autocast(device, amp):  # the first call compiles: timed on its own

@@ -322,3 +322,10 @@ def test_linear_bound_on_a_cpu(tok):
     weights = sum(w[k].numel() for w in lean.layers for k in ("w_qkv", "w_o", "w_1", "w_2"))
     # tflops / pairs_per_s is the work of one pair: two flops per multiply-add of every weight at every token
     assert bound["tflops"] * 1e12 / bound["pairs_per_s"] == pytest.approx(2 * 8 * weights, rel=1e-9)
+
+
+def test_score_pairs_lean_with_no_pairs_returns_no_scores(tok):
+    model = ce.CrossEncoder(tiny_bert(tok.vocab_size), pooling="cls").eval()
+    empty = ce.pair_matrix(tok, QUERIES, ADS, 32).subset(np.arange(0))
+    scores, stats = ce.score_pairs(model, empty, lean=True, exact_lengths=True, compile=True)
+    assert scores.shape == (0,) and stats["pairs"] == 0 and stats["batches"] == 0
