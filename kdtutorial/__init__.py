@@ -41,7 +41,7 @@ MODULES = {
                      "retrieval", "minimax", "knnaug", "annealing", "allmethods", "openproblems"),
                     "text"),
     **dict.fromkeys(("qadsm", "transfer", "crossencoder", "twotower", "rankers", "relevance", "metrics", "scaling",
-                     "leanscorer", "domainmlm"),
+                     "leanscorer", "domainmlm", "studentkinds"),
                     "ranking"),
     **dict.fromkeys(("causallm", "decoders", "divergences", "lmtext", "generation", "lmdistil", "lmeval", "lmcompare",
                      "modes"), "lm"),

@@ -30,6 +30,8 @@ VISION_DATASETS = ("digits", "fashion-mnist")
 #: lesson 06's transfer-set kinds (``kdtutorial.ranking.transfer.TRANSFER_CANDIDATES``) and QADSM languages
 TRANSFER_CANDIDATES = ("neighbours", "overlap", "random")
 QADSM_LANGS = ("de", "en", "fr")
+#: lesson 06's two-tower students (``kdtutorial.ranking.studentkinds.STUDENT_KINDS``)
+TWO_TOWER_STUDENTS = ("C-DSSM", "TwinBERT-Tiny", "TwinBERT_1L", "TwinBERT_cos", "TwinBERT_res")
 #: lesson 07's GLUE tasks (``kdtutorial.text.glue.GLUE_TASKS``), methods (``kdtutorial.text.layercompare.METHODS``)
 #: and student initialisations (``...layercompare.INITS``)
 GLUE_TASKS = ("sst2", "rte", "mrpc", "cola")
@@ -110,16 +112,24 @@ LESSONS: dict[str, Lesson] = {
                    ALPHA=_share, DISTILL_LR=_rate, DISTILL_BATCH=Int(2, 65536), DISTILL_EPOCHS=Int(1, 100),
                    STUDENT_LR=_rate, STUDENT_EPOCHS=Int(1, 100), FINETUNE_LR=_rate, FINETUNE_EPOCHS=Int(1, 100),
                    BATCH_SIZE=Int(2, 4096), SCORE_BATCH=Int(1, 65536), COMPARE_KD_LOSSES=Flag(),
-                   FREEZE_EMBEDDINGS=Flag()),
+                   FREEZE_EMBEDDINGS=Flag(), MLM_EPOCHS=Int(0, 100), MLM_LR=_rate, MLM_BATCH=Int(2, 4096),
+                   STUDENTS=ListOf(Choice(*TWO_TOWER_STUDENTS)), MULTI_TEACHER=ListOf(Choice(*TWO_TOWER_STUDENTS), empty=True),
+                   SCRATCH_LR=_rate),
         quick=dict(N_SEEDS=2, MAX_LENGTH=32, MAX_QUERY_LEN=8, MAX_AD_LEN=24, TRAIN_PAIRS=256, TEST_PAIRS=512,
                    TRANSFER_PAIRS=384, TEACHER_EPOCHS=1, STUDENT_LAYERS=[0], DISTILL_BATCH=64, DISTILL_EPOCHS=1,
                    STUDENT_EPOCHS=1, FINETUNE_EPOCHS=1, BATCH_SIZE=16, SCORE_BATCH=128, COMPARE_KD_LOSSES=False,
-                   FREEZE_EMBEDDINGS=True),
+                   FREEZE_EMBEDDINGS=True, MLM_EPOCHS=1, MLM_BATCH=32,
+                   STUDENTS=["C-DSSM", "TwinBERT-Tiny", "TwinBERT_cos", "TwinBERT_res"], MULTI_TEACHER=["C-DSSM"]),
         full=dict(N_SEEDS=3, MAX_LENGTH=64, MAX_QUERY_LEN=16, MAX_AD_LEN=48, TRAIN_PAIRS=9000, TEST_PAIRS=10000,
                   TRANSFER_PAIRS=1_000_000, TEACHER_EPOCHS=3, STUDENT_LAYERS=[0, 2, 4], DISTILL_BATCH=1024,
                   DISTILL_EPOCHS=1, STUDENT_EPOCHS=3, FINETUNE_EPOCHS=2, BATCH_SIZE=32, SCORE_BATCH=4096,
-                  COMPARE_KD_LOSSES=True, FREEZE_EMBEDDINGS=False),
-        requires=(Requires(("KD_TEMPERATURE", "KD_LOSS"), lambda p: p.KD_LOSS == "bce" or p.KD_TEMPERATURE == 1.0,
+                  COMPARE_KD_LOSSES=True, FREEZE_EMBEDDINGS=False, MLM_EPOCHS=3, MLM_BATCH=128,
+                  STUDENTS=list(TWO_TOWER_STUDENTS), MULTI_TEACHER=["C-DSSM"]),
+        requires=(Requires(("STUDENTS",), lambda p: {"TwinBERT_cos", "TwinBERT_res"} <= set(p.STUDENTS),
+                           "STUDENTS to include TwinBERT_cos and TwinBERT_res (the ranking and serving sections use them)"),
+                  Requires(("MULTI_TEACHER", "STUDENTS"), lambda p: set(p.MULTI_TEACHER) <= set(p.STUDENTS),
+                           "MULTI_TEACHER to name students of STUDENTS only"),
+                  Requires(("KD_TEMPERATURE", "KD_LOSS"), lambda p: p.KD_LOSS == "bce" or p.KD_TEMPERATURE == 1.0,
                            "KD_TEMPERATURE = 1.0 unless KD_LOSS = 'bce' (the temperature applies to the bce loss only)"),),
     ),
     "07_layer_distillation": Lesson(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import time
 from copy import deepcopy
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -35,7 +34,7 @@ from kdtutorial.text.optim import to_device, train_steps
 from kdtutorial.common.environment import autocast
 from kdtutorial.ranking.relevance import label_bce_loss, relevance_kd_loss
 from kdtutorial.text.tokens import PaddedIds, TokenizedText
-from kdtutorial.ranking.twotower import TwinBERT, letter_trigram_batch, words
+from kdtutorial.ranking.twotower import TwinBERT, letter_trigram_batch
 from kdtutorial.common.environment import synchronize
 
 __all__ = [
@@ -63,38 +62,70 @@ def tokenize_sides(tokenizer, queries: Sequence[str], ads: Sequence[str], max_qu
     return q_text.subset(qi), a_text.subset(ai)  # rows share the distinct texts' id lists: no copies
 
 
-@dataclass
 class TrigramText:
-    """Raw strings for a ``CDSSM`` side: batches are ``letter_trigram_batch(texts[rows], n_buckets, max_words)``.
+    """Letter trigrams for a ``CDSSM`` side, in the part of a ``TokenizedText`` (``len``, ``subset``, ``lengths``,
+    one batch per rows): ``batch(rows)`` equals ``letter_trigram_batch([text of row r for r in rows], n_buckets,
+    max_words)``.
 
-    Plays the part of a ``TokenizedText`` in this module (``len``, ``subset``, ``lengths``, one batch per rows).
-    Trigrams are computed per batch, in Python: fine for the lesson's sizes, and nothing to store.
+    ``texts`` are the distinct texts and ``index`` maps each row to one of them (``None``: row ``i`` is ``texts[i]``).
+    Each distinct text is hashed once, on first use, into a table of trigram ids; a batch is a slice of that table,
+    cut to the batch's longest text and word. A million re-paired pairs hold a few thousand distinct texts, so
+    distillation over them does no hashing per step. ``subset`` shares the table.
     """
 
-    texts: list
-    n_buckets: int = 2**15
-    max_words: int = 32
+    def __init__(self, texts, n_buckets: int = 2**15, max_words: int = 32, index=None):
+        self.texts, self.n_buckets, self.max_words = list(texts), int(n_buckets), int(max_words)
+        self.index = None if index is None else np.asarray(index, dtype=np.int64)
+        if self.index is not None and self.index.size and (self.index.min() < 0 or self.index.max() >= len(self.texts)):
+            raise ValueError(f"index must lie in [0, {len(self.texts)})")
+        self._table = None  # (ids, n_words, n_trigrams) of every distinct text, built on first use
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.texts) if self.index is None else len(self.index)
+
+    def _rows(self, rows) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        return rows if self.index is None else self.index[rows]
+
+    def _tables(self):
+        if self._table is None:
+            ids, mask = letter_trigram_batch(self.texts or [""], self.n_buckets, self.max_words)
+            ids = ids.numpy().astype(np.int32 if self.n_buckets < 2**31 - 1 else np.int64)
+            n_words = mask.numpy().sum(axis=1)
+            n_trigrams = (ids > 0).sum(axis=2).max(axis=1, initial=0)
+            self._table = (ids, n_words, n_trigrams)
+        return self._table
 
     def subset(self, rows) -> "TrigramText":
-        return TrigramText([self.texts[i] for i in rows], self.n_buckets, self.max_words)
+        out = TrigramText(self.texts, self.n_buckets, self.max_words, index=self._rows(rows))
+        out._table = self._table
+        return out
 
     def lengths(self) -> np.ndarray:
         """Words per text (at most ``max_words``): the width of its batch, for length bucketing."""
-        return np.fromiter((min(len(words(t)), self.max_words) for t in self.texts), dtype=np.int64,
-                           count=len(self.texts))
+        return self._tables()[1][self._rows(np.arange(len(self)))].astype(np.int64)
 
     def batch(self, rows) -> tuple[torch.Tensor, torch.Tensor]:
-        return letter_trigram_batch([self.texts[i] for i in rows], self.n_buckets, self.max_words)
+        ids, n_words, n_trigrams = self._tables()
+        which = self._rows(rows)
+        w = max(1, int(n_words[which].max(initial=0)))
+        t = max(1, int(n_trigrams[which].max(initial=0)))
+        out = np.zeros((len(which), w, t), dtype=np.int64)
+        cut = ids[which, : min(w, ids.shape[1]), : min(t, ids.shape[2])]
+        out[:, : cut.shape[1], : cut.shape[2]] = cut
+        mask = np.arange(w)[None, :] < n_words[which][:, None]
+        return torch.from_numpy(out), torch.from_numpy(mask)
 
 
-def trigram_sides(model, queries: Sequence[str], ads: Sequence[str], max_words: int = 32
-                  ) -> tuple[TrigramText, TrigramText]:
-    """The two sides for a ``CDSSM`` ``model`` (its ``n_buckets``), aligned by row, as ``tokenize_sides`` does."""
-    queries, ads = as_pairs(queries, ads)
-    return TrigramText(queries, model.n_buckets, max_words), TrigramText(ads, model.n_buckets, max_words)
+def trigram_sides(model, queries: Sequence[str], ads: Sequence[str], max_words: int = 32, *, query_ids=None,
+                  ad_ids=None) -> tuple[TrigramText, TrigramText]:
+    """The two sides for a ``CDSSM`` ``model`` (its ``n_buckets``), aligned by row, as ``tokenize_sides`` does:
+    each distinct query and ad is hashed once; with ``query_ids`` and ``ad_ids`` the texts are the distinct ones."""
+    if query_ids is None and ad_ids is None:
+        queries, ads = as_pairs(queries, ads)
+    distinct_q, distinct_a, qi, ai = distinct_texts(queries, ads, query_ids, ad_ids)
+    return (TrigramText(distinct_q, model.n_buckets, max_words, index=qi),
+            TrigramText(distinct_a, model.n_buckets, max_words, index=ai))
 
 
 def _padded(text):

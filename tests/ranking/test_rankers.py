@@ -246,3 +246,25 @@ def test_sentence_vectors_are_unit_mean_pooled_and_leave_the_encoder_alone(tok):
             np.testing.assert_allclose(vector, (mean / mean.norm()).numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="max_length"):
         rankers.sentence_vectors(encoder, tok, texts, 2)
+
+
+def test_trigram_text_batches_equal_hashing_each_batch():
+    """The cached trigram table gives letter_trigram_batch's tensors for any rows, through index and subset."""
+    queries = ["Kaffeemaschine", "kaffee maschine günstig", "", "a", "Schuhe Herren Größe 44"] * 3
+    ads = ["Kaffeevollautomat - jetzt im Angebot", "x", "Schuhe für Herren und Damen online kaufen", "", "ab"] * 3
+    q_text, ad_text = rankers.trigram_sides(CDSSM(n_buckets=97), queries, ads, max_words=3)
+    assert len(q_text.texts) == 5 and len(q_text) == 15
+    for rows in ([0], [2], [2, 3], [4, 1, 0, 7], list(range(15))):
+        for text, raw in ((q_text, queries), (ad_text, ads)):
+            want = letter_trigram_batch([raw[r] for r in rows], 97, 3)
+            got = text.batch(rows)
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    sub = q_text.subset([4, 2, 9])
+    want = letter_trigram_batch([queries[4], queries[2], queries[9]], 97, 3)
+    assert all(torch.equal(a, b) for a, b in zip(sub.batch([0, 1, 2]), want))
+    np.testing.assert_array_equal(sub.lengths(), [3, 0, 3])
+    qi = np.array([1, 1, 0]); ai = np.array([0, 1, 1])
+    q2, a2 = rankers.trigram_sides(CDSSM(n_buckets=97), ["a b", "c"], ["d", "e f g"], query_ids=qi, ad_ids=ai)
+    assert torch.equal(a2.batch([0, 1, 2])[0], letter_trigram_batch(["d", "e f g", "e f g"], 97)[0])
+    with pytest.raises(ValueError, match="index"):
+        rankers.TrigramText(["a"], index=[1])
