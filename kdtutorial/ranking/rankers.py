@@ -38,7 +38,7 @@ from kdtutorial.ranking.twotower import TwinBERT, letter_trigram_batch
 from kdtutorial.common.environment import synchronize
 
 __all__ = [
-    "tokenize_sides", "TrigramText", "trigram_sides", "pair_batches", "distil_two_tower", "fine_tune_two_tower",
+    "tokenize_sides", "padded_sides", "TrigramText", "trigram_sides", "pair_batches", "distil_two_tower", "fine_tune_two_tower",
     "training_throughput", "score_two_tower", "sentence_vectors", "pair_index", "serve_with_cached_ads", "serve_grid",
     "serving_latency",
 ]
@@ -126,6 +126,14 @@ def trigram_sides(model, queries: Sequence[str], ads: Sequence[str], max_words: 
     distinct_q, distinct_a, qi, ai = distinct_texts(queries, ads, query_ids, ad_ids)
     return (TrigramText(distinct_q, model.n_buckets, max_words, index=qi),
             TrigramText(distinct_a, model.n_buckets, max_words, index=ai))
+
+
+def padded_sides(q_text, ad_text) -> tuple[PaddedIds, PaddedIds]:
+    """Both word-piece sides as :class:`~kdtutorial.text.tokens.PaddedIds`, converted once. Every function here
+    takes either kind and converts a ``TokenizedText`` on each call (a pass over the data), which for a
+    million-pair transfer set costs seconds per call; convert it once when it is trained on several times."""
+    _check_aligned(q_text, ad_text)
+    return _padded(q_text), _padded(ad_text)
 
 
 def _padded(text):

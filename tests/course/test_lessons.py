@@ -113,6 +113,9 @@ def test_literal_choices_match_the_lesson_code():
     assert lessons.VISION_DATASETS == VISION_NAMES
     assert set(lessons.TRANSFER_CANDIDATES) == set(TRANSFER_CANDIDATES)
     assert lessons.QADSM_LANGS == QADSM_LANGS
+    from kdtutorial.ranking.studentkinds import STUDENT_KINDS
+
+    assert lessons.TWO_TOWER_STUDENTS == tuple(STUDENT_KINDS)
     from kdtutorial.text.glue import GLUE_TASKS
     from kdtutorial.text.layercompare import INITS, METHODS
 
