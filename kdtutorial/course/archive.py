@@ -30,7 +30,8 @@ ARCHIVE_FILE = Path(__file__).with_name("full_results.json")
 
 #: lesson -> where its archived full run comes from: the notebook in results/full/, the commit that archived it,
 #: its date, the wall time of the run, and the source line that starts the cell holding the main results table
-#: (or a tuple of such lines: their cells' texts are joined);
+#: (or a tuple of such lines: their cells' texts are joined); ``changed``: the parameters the main run changed from
+#: the full profile, when a whole full profile would not fit one GPU call;
 #: ``extras``: supplementary runs, name -> the same keys plus ``changed`` (the parameters that differ from the full
 #: profile, as papermill got them)
 SOURCES = {
@@ -45,7 +46,14 @@ SOURCES = {
     "05_mate_kd": dict(notebook="05_mate_kd.ipynb", commit="253b781", date="2026-11-21",
                        wall="4 min 44 s", table="table = kd.experiments.summarize(records, order=list(METHODS))"),
     "06_qadsm_two_tower": dict(notebook="06_qadsm_two_tower.ipynb", commit="e0e08f5", date="2026-11-22",
-                               wall="9 min 34 s", table="records, scores, servers = [], {}, {}"),
+                               wall="9 min 34 s", table="records, scores, servers = [], {}, {}",
+                               extras={"teachers": dict(
+                                   notebook="06_qadsm_two_tower_teachers.ipynb", commit="8e3faa3", date="2026-12-06",
+                                   wall="stopped at 10 min (one GPU call's limit) in the student cell",
+                                   table=("ads_text = kd.domainmlm.ads_side_texts(", "sample = transfer_pairs.subset(",
+                                          "seeds = kd.statistics.seeds_from(P.SEED, P.N_SEEDS)\nteacher_records"),
+                                   changed="STUDENTS all five, COMPARE_KD_LOSSES True, the intermediate scorers timed "
+                                           "on the whole transfer set; its sections up to the students ran")}),
     "07_layer_distillation": dict(notebook="07_layer_distillation.ipynb", commit="5d40d14", date="2026-12-02",
                                   wall="8 min 16 s", table="PAPER_SIZE = {m: 4 if m >= 3 else 2",
                                   extras={"choices": dict(
@@ -147,6 +155,7 @@ class FullRun:
     metrics: dict = field(default_factory=dict)
     table: str = ""
     extras: dict = field(default_factory=dict)
+    changed: str | None = None  # parameters the main run changed from the full profile (when it did)
 
     @property
     def label(self) -> str:
@@ -198,6 +207,8 @@ def extract(lesson: str, results_dir: str | Path) -> dict:
     run, nb = _read_run(SOURCES[lesson], results_dir)
     table = run.pop("table")
     record = dict(lesson=lesson, **run, metrics=metrics_from_notebook(nb), table=table)
+    if SOURCES[lesson].get("changed"):
+        record["changed"] = SOURCES[lesson]["changed"]
     extras = {name: {**_read_run(extra, results_dir)[0], "changed": extra["changed"]}
               for name, extra in SOURCES[lesson].get("extras", {}).items()}
     return {**record, "extras": extras} if extras else record
@@ -248,7 +259,8 @@ def show_full_table(lesson: str, archive: str | Path = ARCHIVE_FILE, extra: str 
         return
     run = full_run(lesson, archive)
     if extra is None:
-        print(f"{run.label}, {run.wall}, {run.software}; results/full/{run.notebook}:")
+        what = f"; the full profile with {run.changed}" if run.changed else ""
+        print(f"{run.label}, {run.wall}, {run.software}; results/full/{run.notebook}{what}:")
         print(run.table)
         return
     if extra not in run.extras:  # like a lesson without an archived run: said, not raised

@@ -89,3 +89,20 @@ def test_a_supplementary_run_is_read_beside_the_main_one_and_shown_by_name(tmp_p
     archive.show_full_table(lesson, archive=file, extra="nothing")
     assert "no archived supplementary full run 'nothing' of 07_layer_distillation yet (archived: choices)" in \
         capsys.readouterr().out
+
+
+def test_a_main_run_that_changed_parameters_says_so(tmp_path, monkeypatch, capsys):
+    lesson = "07_layer_distillation"
+    main = {k: v for k, v in archive.SOURCES[lesson].items() if k != "extras"}
+    shutil.copy(RESULTS / main["notebook"], tmp_path / main["notebook"])
+    monkeypatch.setitem(archive.SOURCES, lesson, {**main, "changed": "STUDENT_SIZES [4]"})
+    record = archive.extract(lesson, tmp_path)
+    assert record["changed"] == "STUDENT_SIZES [4]"
+    file = tmp_path / "full_results.json"
+    file.write_text(json.dumps({lesson: record}))
+    archive.show_full_table(lesson, archive=file)
+    assert f"results/full/{main['notebook']}; the full profile with STUDENT_SIZES [4]:" in capsys.readouterr().out
+    monkeypatch.setitem(archive.SOURCES, lesson, main)  # without it: no such words
+    file.write_text(json.dumps({lesson: archive.extract(lesson, tmp_path)}))
+    archive.show_full_table(lesson, archive=file)
+    assert "the full profile with" not in capsys.readouterr().out
