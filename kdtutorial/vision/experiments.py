@@ -1,6 +1,7 @@
-"""Vision models trained from a seed: ``train_model`` (one objective) and ``train_annealing_kd`` (Annealing KD's
-two stages, Jafari et al., EACL 2021). Same seed, same initial weights. The statistics over the seeds (mean ±
-sample std, tables, comparisons) are in :mod:`kdtutorial.common.statistics`.
+"""Vision models trained from a seed: ``train_model`` (one objective), ``train_models`` (the seeds of one
+configuration trained together, the same models as ``train_model`` per seed up to float32 rounding) and
+``train_annealing_kd`` (Annealing KD's two stages, Jafari et al., EACL 2021). Same seed, same initial weights. The
+statistics over the seeds (mean ± sample std, tables, comparisons) are in :mod:`kdtutorial.common.statistics`.
 """
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from __future__ import annotations
 from kdtutorial.vision import models
 from kdtutorial.common.environment import seed_everything
 from kdtutorial.vision.objectives import AnnealedLogits, CrossEntropy
+from kdtutorial.vision.seedbatch import check_batchable, fit_seeds
 from kdtutorial.vision.training import History, evaluate, fit
 
-__all__ = ["train_model", "train_annealing_kd"]
+__all__ = ["train_model", "train_models", "train_annealing_kd"]
 
 
 def train_model(arch: str, data, objective, *, seed: int, epochs: int, lr: float = 1e-3, batch_size: int = 64,
@@ -24,6 +26,52 @@ def train_model(arch: str, data, objective, *, seed: int, epochs: int, lr: float
     history = fit(model, data.train, objective, epochs=epochs, lr=lr, batch_size=batch_size,
                   weight_decay=weight_decay, seed=seed, device=device, progress=progress, amp=amp, val_set=val_set)
     return model, history, evaluate(model, data.test, device)
+
+
+def train_models(arch: str, data, objectives, *, seeds, epochs: int, lr: float = 1e-3, batch_size: int = 64,
+                 weight_decay: float = 0.0, device="cpu", progress=None, amp: bool = False, val_set=None) -> list:
+    """``train_model`` for every seed of one configuration, the seeds trained together: the same results as
+    ``[train_model(arch, data, obj, seed=s, ...) for s, obj in zip(seeds, objectives)]`` up to float32 rounding.
+
+    ``objectives``: one per seed (an objective with per-seed state, e.g. a teacher cache of that seed, goes with its
+    seed; a stateless one may be repeated). Each model is built as ``train_model`` builds it (``seed_everything(seed)``,
+    then ``models.build``), in seed order, and all of them are trained in one stacked pass per step
+    (:func:`~kdtutorial.vision.seedbatch.fit_seeds`: torch.func, one vmapped forward and backward, one Adam): each
+    keeps its initial weights, batch order, objective and Adam state, and only the rounding of the batched matrix
+    products differs (``tests/vision/test_experiments.py`` bounds it). An architecture that behaves differently in a
+    stack (dropout, batch normalisation: :func:`~kdtutorial.vision.seedbatch.check_batchable`) is trained by
+    ``train_model`` itself, seed by seed (bit for bit its results). ``progress``: an open ``tqdm`` bar advanced by
+    one per model and epoch, as ``train_model`` per seed advances it. Returns ``[(model, history, test_accuracy),
+    ...]`` in seed order.
+    """
+    seeds, objectives = [int(s) for s in seeds], list(objectives)
+    if not seeds or len(objectives) != len(seeds):
+        raise ValueError(f"train_models needs one objective per seed: got {len(seeds)} seeds and "
+                         f"{len(objectives)} objectives")
+    common = dict(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, device=device,
+                  progress=progress, amp=amp, val_set=val_set)
+    try:
+        check_batchable(models.build(arch, data.input_shape, data.n_classes))
+    except ValueError:  # dropout or batch norm: one at a time, each seeded right before it is built and trained
+        return [train_model(arch, data, obj, seed=s, **common) for s, obj in zip(seeds, objectives)]
+    built = []
+    for s in seeds:  # in seed order, as train_model per seed: the global random state ends where that loop leaves it
+        seed_everything(s)
+        built.append(models.build(arch, data.input_shape, data.n_classes))
+    if progress is not None:
+        common["progress"] = _Advance(progress, len(built))
+    histories = fit_seeds(built, data.train, objectives, seeds=seeds, **common)
+    return [(model, history, evaluate(model, data.test, device)) for model, history in zip(built, histories)]
+
+
+class _Advance:
+    """A ``tqdm`` bar seen through ``fit_seeds``: one stacked epoch advances it by ``k`` (one per model)."""
+
+    def __init__(self, bar, k: int):
+        self.bar, self.k = bar, k
+
+    def update(self, n: int = 1):
+        self.bar.update(n * self.k)
 
 
 def train_annealing_kd(arch: str, data, cache, schedule, *, seed: int, stage2_epochs: int, stage1_lr: float = 1e-3,
