@@ -56,8 +56,13 @@ def test_beside_labels_the_archived_column_and_refuses_unknown_metrics():
 def test_show_full_table_prints_the_label_and_no_progress_bars(capsys):
     archive.show_full_table("06_qadsm_two_tower")
     out = capsys.readouterr().out
-    assert out.startswith("archived full run (NVIDIA H100 80GB HBM3, 2026-11-22, commit e0e08f5), 9 min 34 s")
-    assert "TwinBERT_res, distilled        3  0.812 ± 0.001" in out and "it/s" not in out
+    assert out.startswith("archived full run (NVIDIA H100 80GB HBM3, 2026-12-06, commit c03192d), 6 min 28 s")
+    assert "; the full profile with STUDENTS ['C-DSSM', 'TwinBERT_res'], MLM_EPOCHS 0" in out
+    assert "TwinBERT_res, distilled                            3  0.812 ± 0.001" in out and "it/s" not in out
+    archive.show_full_table("06_qadsm_two_tower", extra="earlier")
+    out = capsys.readouterr().out
+    assert out.startswith("archived supplementary full run (NVIDIA H100 80GB HBM3, 2026-11-22, commit e0e08f5), 9 min 34 s")
+    assert "TwinBERT_cos, distilled        3  0.813 ± 0.001" in out
 
 
 def test_a_lesson_not_archived_yet_shows_its_live_numbers_only(tmp_path, capsys):
