@@ -46,7 +46,9 @@ SOURCES = {
     "05_mate_kd": dict(notebook="05_mate_kd.ipynb", commit="253b781", date="2026-11-21",
                        wall="4 min 44 s", table="table = kd.experiments.summarize(records, order=list(METHODS))"),
     "06_qadsm_two_tower": dict(notebook="06_qadsm_two_tower_recipe.ipynb", commit="c03192d", date="2026-12-06",
-                               wall="6 min 28 s", table="records, scores, servers = [], {}, {}",
+                               wall="6 min 28 s",
+                               table=("train_speed = {", "records, scores, servers = [], {}, {}",
+                                      'def mean_of(method, metric="roc_auc"):'),
                                changed="STUDENTS ['C-DSSM', 'TwinBERT_res'], MLM_EPOCHS 0 (the whole full profile "
                                        "does not fit one 10-minute GPU call on an H100)",
                                extras={"earlier": dict(

@@ -36,6 +36,19 @@ class StudentKind:
     from_scratch: bool
     about: str
 
+    def rates(self, *, labels: float, distil: float, finetune: float, scratch: float) -> dict:
+        """The learning rates of the three training stages (``labels`` only, ``distil`` on the transfer set,
+        ``finetune`` on the labels after distillation): the given ones for a student that starts from copied
+        weights; ``scratch`` for the first two and a tenth of it for the third for one with random weights, which
+        needs larger steps."""
+        if self.from_scratch:
+            return {"labels": scratch, "distil": scratch, "finetune": scratch / 10}
+        return {"labels": labels, "distil": distil, "finetune": finetune}
+
+    def freezes_embeddings(self, freeze_embeddings: bool) -> bool:
+        """Whether the word embeddings stay fixed: only copied ones can (random ones must be learned)."""
+        return bool(freeze_embeddings) and not self.from_scratch
+
 
 STUDENT_KINDS = {k.name: k for k in (
     StudentKind("C-DSSM", "trigrams", True, "letter trigrams, convolution, cosine; random weights (the talk's student)"),

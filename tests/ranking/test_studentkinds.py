@@ -46,3 +46,14 @@ def test_bad_names_and_empty_layers_are_refused():
         studentkinds.build_student("BERT", tiny_bert(50), [0], seed=0)
     with pytest.raises(ValueError, match="layers is empty"):
         studentkinds.build_student("TwinBERT_res", tiny_bert(50), [], seed=0)
+
+
+def test_random_students_take_the_scratch_rate_and_learn_their_embeddings():
+    given = dict(labels=1e-4, distil=3e-4, finetune=5e-5, scratch=1e-3)
+    assert studentkinds.student_kind("TwinBERT_res").rates(**given) == {"labels": 1e-4, "distil": 3e-4, "finetune": 5e-5}
+    for name in ("C-DSSM", "TwinBERT-Tiny"):
+        kind = studentkinds.student_kind(name)
+        assert kind.rates(**given) == {"labels": 1e-3, "distil": 1e-3, "finetune": 1e-4}
+        assert not kind.freezes_embeddings(True)
+    assert studentkinds.student_kind("TwinBERT_1L").freezes_embeddings(True)
+    assert not studentkinds.student_kind("TwinBERT_1L").freezes_embeddings(False)
