@@ -12,7 +12,7 @@ from kdtutorial.vision.objectives import AnnealedLogits, CrossEntropy
 from kdtutorial.vision.seedbatch import check_batchable, fit_seeds
 from kdtutorial.vision.training import History, evaluate, fit
 
-__all__ = ["train_model", "train_models", "train_annealing_kd"]
+__all__ = ["train_model", "train_models", "train_annealing_kd", "train_annealing_kd_models"]
 
 
 def train_model(arch: str, data, objective, *, seed: int, epochs: int, lr: float = 1e-3, batch_size: int = 64,
@@ -30,11 +30,13 @@ def train_model(arch: str, data, objective, *, seed: int, epochs: int, lr: float
 
 def train_models(arch: str, data, objectives, *, seeds, epochs: int, lr: float = 1e-3, batch_size: int = 64,
                  weight_decay: float = 0.0, device="cpu", progress=None, amp: bool = False, val_set=None) -> list:
-    """``train_model`` for every seed of one configuration, the seeds trained together: the same results as
+    """``train_model`` for every ``(seed, objective)`` pair, all trained together: the same results as
     ``[train_model(arch, data, obj, seed=s, ...) for s, obj in zip(seeds, objectives)]`` up to float32 rounding.
 
     ``objectives``: one per seed (an objective with per-seed state, e.g. a teacher cache of that seed, goes with its
-    seed; a stateless one may be repeated). Each model is built as ``train_model`` builds it (``seed_everything(seed)``,
+    seed; a stateless one may be repeated). The pairs may be the seeds of one recipe or of several: a lesson that
+    compares recipes on the same data and architecture passes ``seeds * n_recipes`` with each recipe's objective
+    repeated, and the GPU trains all of them in one stacked pass. Each model is built as ``train_model`` builds it (``seed_everything(seed)``,
     then ``models.build``), in seed order, and all of them are trained in one stacked pass per step
     (:func:`~kdtutorial.vision.seedbatch.fit_seeds`: torch.func, one vmapped forward and backward, one Adam): each
     keeps its initial weights, batch order, objective and Adam state, and only the rounding of the batched matrix
@@ -98,3 +100,45 @@ def train_annealing_kd(arch: str, data, cache, schedule, *, seed: int, stage2_ep
     return model, history, evaluate(model, data.test, device)
 
 
+
+
+def train_annealing_kd_models(arch: str, data, cache, schedule, *, seeds, stage2_epochs: int,
+                              stage1_lr: float = 1e-3, lr: float = 1e-3, batch_size: int = 64, device="cpu",
+                              progress=None, val_set=None) -> list:
+    """``train_annealing_kd`` for every seed, the seeds trained together (:func:`~kdtutorial.vision.seedbatch.fit_seeds`
+    for each stage): the same results as ``[train_annealing_kd(arch, data, cache, schedule, seed=s, ...) for s in
+    seeds]`` up to float32 rounding. Each seed has its own ``AnnealedLogits``; all follow one schedule. An architecture
+    that cannot be stacked is trained seed by seed. Returns ``[(model, history, test_accuracy), ...]`` in seed order.
+    """
+    seeds = [int(s) for s in seeds]
+    common = dict(batch_size=batch_size, device=device, val_set=val_set)
+    try:
+        check_batchable(models.build(arch, data.input_shape, data.n_classes))
+    except ValueError:
+        return [train_annealing_kd(arch, data, cache, schedule, seed=s, stage2_epochs=stage2_epochs,
+                                   stage1_lr=stage1_lr, lr=lr, progress=progress, **common) for s in seeds]
+    built = []
+    for s in seeds:
+        seed_everything(s)
+        built.append(models.build(arch, data.input_shape, data.n_classes))
+    objs = [AnnealedLogits(cache, schedule) for _ in seeds]
+    if progress is not None:
+        common["progress"] = _Advance(progress, len(built))
+
+    def start_epoch(epoch):
+        for objective in objs:
+            objective.start_epoch(epoch)
+
+    stage1 = fit_seeds(built, data.train, objs, seeds=seeds, epochs=schedule.stage1_epochs, lr=stage1_lr,
+                       on_epoch_start=start_epoch, **common)
+    stage2 = fit_seeds(built, data.train, [CrossEntropy()] * len(seeds), seeds=[s + 1 for s in seeds],
+                       epochs=stage2_epochs, lr=lr, **common)
+    out = []
+    for model, objective, h1, h2 in zip(built, objs, stage1, stage2):
+        history = History()
+        for row, p in zip(h1.records, objective.phis_seen):
+            history.add(**row, stage=1, phi=p)
+        for row in h2.records:
+            history.add(**{**row, "epoch": row["epoch"] + schedule.stage1_epochs}, stage=2)
+        out.append((model, history, evaluate(model, data.test, device)))
+    return out

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from kdtutorial.vision.training import History, batches
+from kdtutorial.vision.objectivestack import stack_objectives
+from kdtutorial.vision.training import History
 
 __all__ = ["fit_seeds", "check_batchable"]
 
@@ -44,12 +45,19 @@ def check_batchable(model: nn.Module) -> None:
 
 
 def fit_seeds(models, train_set, objectives, *, seeds, epochs: int, lr: float = 1e-3, batch_size: int = 64,
-              weight_decay: float = 0.0, device="cpu", amp: bool = False, val_set=None, progress=None) -> list:
+              weight_decay: float = 0.0, device="cpu", amp: bool = False, val_set=None, progress=None,
+              on_epoch_start=None) -> list:
     """Train ``models[k]`` with ``objectives[k]`` and shuffling seed ``seeds[k]``, all in one stacked pass per step,
     as :func:`~kdtutorial.vision.training.fit` trains one (same arguments, same Adam, same per-epoch ``loss`` and
     ``val_acc``). The models must share one architecture (:func:`check_batchable`); their trained weights are written
     back into them, which are left in eval mode. Returns one :class:`~kdtutorial.vision.training.History` per model.
-    ``progress``: an open ``tqdm`` bar advanced by one per epoch, or ``None`` for a bar of this call's own."""
+    ``progress``: an open ``tqdm`` bar advanced by one per epoch, or ``None`` for a bar of this call's own.
+    ``on_epoch_start(epoch)``: a hook called before each epoch, as ``fit`` calls it (e.g. the ``start_epoch`` of
+    Annealing KD's objectives).
+
+    Nothing in a step waits for the host: each epoch's shuffling orders (the same ``randperm`` draws as ``fit``
+    makes) go to the device once, the objectives of all models are computed together
+    (:func:`~kdtutorial.vision.objectivestack.stack_objectives`), and the epoch's losses are summed on the device."""
     models, objectives, seeds = list(models), list(objectives), [int(s) for s in seeds]
     if not models or not len(models) == len(objectives) == len(seeds):
         raise ValueError(f"fit_seeds needs one objective and one seed per model: got {len(models)} models, "
@@ -72,24 +80,31 @@ def fit_seeds(models, train_set, objectives, *, seeds, epochs: int, lr: float = 
     optimiser = torch.optim.Adam(list(params.values()), lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     x, y = train_set.x.to(device), train_set.y.to(device)
+    with torch.no_grad():
+        n_classes = models[0](x[:1]).shape[-1]
+    stack = stack_objectives(objectives, n_classes, device)
     use_amp = amp and device.type == "cuda"
     histories = [History() for _ in models]
     own_bar = progress is None
     bar = tqdm(total=epochs, desc=f"epochs ({len(models)} seeds together)", leave=False) if own_bar else progress
     try:
         for epoch in range(1, epochs + 1):
-            totals, count = torch.zeros(len(models), dtype=torch.float64, device=device), 0
-            for per_model in zip(*(batches(len(x), batch_size, shuffle=True, generator=g) for g in generators)):
-                idx = torch.stack(per_model).to(device)  # [K, B]: each model's own batch
+            if on_epoch_start is not None:
+                on_epoch_start(epoch)
+            stack.start_epoch()
+            # each model's order for the epoch, drawn as fit draws it (batches() with its own generator), [K, n]
+            orders = torch.stack([torch.randperm(len(x), generator=g) for g in generators]).to(device)
+            totals = torch.zeros(len(models), dtype=torch.float64, device=device)
+            for start in range(0, len(x), batch_size):
+                idx = orders[:, start : start + batch_size]  # [K, B]: each model's own batch
                 with torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext():
                     logits = forward(params, buffers, x[idx])
-                losses = torch.stack([objective(logits[k].float(), y[idx[k]], per_model[k])
-                                      for k, objective in enumerate(objectives)])
+                losses = stack(logits.float(), y[idx], idx)
                 optimiser.zero_grad(set_to_none=True)
                 losses.sum().backward()
                 optimiser.step()
                 totals += losses.detach().double() * idx.shape[1]
-                count += idx.shape[1]
+            count = len(x)
             accs = _accuracies(forward, params, buffers, val_set, device) if val_set is not None else None
             for k, history in enumerate(histories):
                 row = {"epoch": epoch, "loss": float(totals[k]) / count}

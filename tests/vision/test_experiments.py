@@ -6,7 +6,8 @@ import torch
 
 from kdtutorial.vision import objectives
 from kdtutorial.vision.data import load_vision
-from kdtutorial.vision.experiments import train_model, train_models
+from kdtutorial.common.schedules import AnnealingSchedule
+from kdtutorial.vision.experiments import train_annealing_kd, train_annealing_kd_models, train_model, train_models
 from kdtutorial.vision.training import TeacherCache
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
@@ -88,3 +89,38 @@ def test_an_architecture_that_cannot_be_stacked_is_trained_seed_by_seed(digits, 
 def test_one_objective_per_seed_is_required(digits):
     with pytest.raises(ValueError, match="one objective per seed: got 3 seeds and 1 objectives"):
         train_models("mlp-tiny", digits, [objectives.CrossEntropy()], seeds=SEEDS, epochs=1)
+
+
+def assert_same_runs(alone, together):
+    for (ma, ha, acc_a), (mb, hb, acc_b) in zip(alone, together, strict=True):
+        assert acc_b == acc_a
+        assert hb.column("val_acc") == ha.column("val_acc")
+        assert hb.column("loss") == pytest.approx(ha.column("loss"), rel=1e-5)
+        assert [r.get("stage") for r in hb.records] == [r.get("stage") for r in ha.records]
+        assert [r.get("phi") for r in hb.records] == [r.get("phi") for r in ha.records]
+        for (name, pa), pb in zip(ma.state_dict().items(), mb.state_dict().values()):
+            assert torch.allclose(pa, pb, atol=ATOL, rtol=RTOL), name
+
+
+def test_several_recipes_trained_in_one_stack_give_each_recipe_per_seed(digits, caches):
+    """A lesson passes seeds * n_recipes: scratch, two KD settings and label smoothing over the same seeds."""
+    recipes = [objectives.CrossEntropy(), objectives.Distillation(caches[0], T=2.0, alpha=0.5),
+               objectives.Distillation(caches[0], T=8.0, alpha=0.9), objectives.LabelSmoothing(0.1)]
+    seeds = SEEDS[:2] * len(recipes)
+    objs = [r for r in recipes for _ in SEEDS[:2]]
+    alone = [train_model("mlp-small", digits, o, seed=s, val_set=digits.val, **TRAIN) for s, o in zip(seeds, objs)]
+    together = train_models("mlp-small", digits, objs, seeds=seeds, val_set=digits.val, **TRAIN)
+    assert_same_runs(alone, together)
+
+
+def test_annealing_kd_seeds_trained_together_equal_one_at_a_time(digits, caches):
+    schedule = AnnealingSchedule(tau_max=3, epochs_per_step=1)
+    kw = dict(stage2_epochs=2, stage1_lr=1e-3, lr=3e-3, batch_size=32, val_set=digits.val)
+    alone = [train_annealing_kd("mlp-tiny", digits, caches[0], schedule, seed=s, **kw) for s in SEEDS]
+    after_alone = torch.rand(3)
+    bar = Bar()
+    together = train_annealing_kd_models("mlp-tiny", digits, caches[0], schedule, seeds=SEEDS, progress=bar, **kw)
+    assert torch.equal(torch.rand(3), after_alone)
+    assert bar.n == len(SEEDS) * (schedule.stage1_epochs + 2)
+    assert_same_runs(alone, together)
+    assert together[0][1].column("phi") == [schedule.phi_at_epoch(e) for e in (1, 2, 3)]
