@@ -3,7 +3,10 @@ batch 64, 860 steps) trained three ways, each after an untimed warm-up epoch:
 
 * the loop as it was, reading ``loss.item()`` after every step (the host waits for the GPU each step);
 * ``training.fit`` now (the epoch's loss summed on the device: no wait per step);
-* ``seedbatch.fit_seeds`` with K seeds in one stacked pass per step (per seed: the time divided by K).
+* ``seedbatch.fit_seeds`` with K seeds in one stacked pass per step (per seed: the time divided by K);
+* ``fit_seeds`` with K distillation students (a grid of T and alpha over one teacher cache, as lesson 01 stacks its
+  recipes), their objectives computed together (``vision.objectivestack``) or, as before, one model at a time with
+  the host's indices (``--batch-size 256`` is what the lessons' full profiles use).
 
 Also the time of the forward and backward pass alone for one batch, to set against the per-step time. One JSON line
 per measurement. Run: ``python benchmarks/vision_seed_costs.py`` (CUDA; Fashion-MNIST under $KDTUTORIAL_DATA).
@@ -44,37 +47,60 @@ def loop_with_item(model, data, device, seed=0, batch_size=64):
     return total
 
 
+class OneByOne:
+    """An objective the stack does not group: called per model on its slice (the loop fit_seeds ran before)."""
+
+    def __init__(self, objective):
+        self.objective = objective
+
+    def __call__(self, logits, labels, indices):
+        return self.objective(logits, labels, indices)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--arch", default="mlp-medium")
     p.add_argument("--seeds", type=int, nargs="+", default=[5, 9, 45])
+    p.add_argument("--batch-size", type=int, default=64)
     args = p.parse_args(argv)
     device = kd.environment.resolve_device("auto")
     data = kd.data.load_vision("fashion-mnist")
-    print(json.dumps({"device": kd.environment.banner(device), "arch": args.arch, "train": len(data.train)}), flush=True)
+    print(json.dumps({"device": kd.environment.banner(device), "arch": args.arch, "train": len(data.train),
+                      "batch_size": args.batch_size}), flush=True)
 
     def new(seed):
         kd.environment.seed_everything(seed)
         return models.build(args.arch, data.input_shape, data.n_classes)
 
-    loop_with_item(new(0), data, device)  # warm-up
+    bs = dict(batch_size=args.batch_size)
+    loop_with_item(new(0), data, device, **bs)  # warm-up
     began = synced(device)
-    loop_with_item(new(0), data, device)
+    loop_with_item(new(0), data, device, **bs)
     print(json.dumps({"variant": "loss.item() every step (before)", "seconds_per_epoch": synced(device) - began}),
           flush=True)
     ce = objectives.CrossEntropy()
-    fit(new(0), data.train, ce, epochs=1, device=device)
+    fit(new(0), data.train, ce, epochs=1, device=device, **bs)
     began = synced(device)
-    fit(new(0), data.train, ce, epochs=1, device=device)
+    fit(new(0), data.train, ce, epochs=1, device=device, **bs)
     print(json.dumps({"variant": "fit (no wait per step)", "seconds_per_epoch": synced(device) - began}), flush=True)
     for k in args.seeds:
         seeds = list(range(k))
-        fit_seeds([new(s) for s in seeds], data.train, [ce] * k, seeds=seeds, epochs=1, device=device)
+        fit_seeds([new(s) for s in seeds], data.train, [ce] * k, seeds=seeds, epochs=1, device=device, **bs)
         began = synced(device)
-        fit_seeds([new(s) for s in seeds], data.train, [ce] * k, seeds=seeds, epochs=1, device=device)
+        fit_seeds([new(s) for s in seeds], data.train, [ce] * k, seeds=seeds, epochs=1, device=device, **bs)
         seconds = synced(device) - began
         print(json.dumps({"variant": f"fit_seeds, {k} seeds together", "seconds_per_epoch": seconds,
                           "seconds_per_seed_epoch": seconds / k}), flush=True)
+    cache = kd.training.TeacherCache.build(new(0), data.train, device)  # an untrained teacher: only the cost counts
+    for k in args.seeds:
+        grid = [objectives.Distillation(cache, T=2.0 ** (s % 4 + 1), alpha=0.5 if s % 2 else 0.9) for s in range(k)]
+        for label, objs in (("grouped", grid), ("one model at a time", [OneByOne(o) for o in grid])):
+            fit_seeds([new(s) for s in range(k)], data.train, objs, seeds=range(k), epochs=1, device=device, **bs)
+            began = synced(device)
+            fit_seeds([new(s) for s in range(k)], data.train, objs, seeds=range(k), epochs=1, device=device, **bs)
+            seconds = synced(device) - began
+            print(json.dumps({"variant": f"fit_seeds, {k} KD students, objectives {label}",
+                              "seconds_per_epoch": seconds, "seconds_per_seed_epoch": seconds / k}), flush=True)
     model = new(0).to(device)
     xb, yb = data.train.x[:64].to(device), data.train.y[:64].to(device)
     for _ in range(20):

@@ -12,7 +12,7 @@ from kdtutorial.vision.objectives import AnnealedLogits, CrossEntropy
 from kdtutorial.vision.seedbatch import check_batchable, fit_seeds
 from kdtutorial.vision.training import History, evaluate, fit
 
-__all__ = ["train_model", "train_models", "train_annealing_kd", "train_annealing_kd_models"]
+__all__ = ["train_model", "train_models", "train_recipes", "train_annealing_kd", "train_annealing_kd_models"]
 
 
 def train_model(arch: str, data, objective, *, seed: int, epochs: int, lr: float = 1e-3, batch_size: int = 64,
@@ -64,6 +64,24 @@ def train_models(arch: str, data, objectives, *, seeds, epochs: int, lr: float =
         common["progress"] = _Advance(progress, len(built))
     histories = fit_seeds(built, data.train, objectives, seeds=seeds, **common)
     return [(model, history, evaluate(model, data.test, device)) for model, history in zip(built, histories)]
+
+
+def train_recipes(arch: str, data, recipes: dict, *, seeds, epochs: int, **kwargs) -> dict:
+    """Every recipe of ``recipes`` (name -> objective, or a list of one objective per seed) for every seed, all in
+    one stack (:func:`train_models`): ``{name: [(model, history, test_accuracy) per seed]}`` in the recipes' order.
+    The same models as :func:`train_model` per recipe and seed, up to float32 rounding; ``kwargs`` as
+    :func:`train_models` takes them."""
+    seeds = [int(s) for s in seeds]
+    per_seed = {}
+    for name, objective in recipes.items():
+        objs = list(objective) if isinstance(objective, (list, tuple)) else [objective] * len(seeds)
+        if len(objs) != len(seeds):
+            raise ValueError(f"recipe {name!r} has {len(objs)} objectives for {len(seeds)} seeds: give one objective, "
+                             f"or one per seed")
+        per_seed[name] = objs
+    runs = train_models(arch, data, [o for objs in per_seed.values() for o in objs], seeds=seeds * len(per_seed),
+                        epochs=epochs, **kwargs)
+    return {name: runs[i * len(seeds) : (i + 1) * len(seeds)] for i, name in enumerate(per_seed)}
 
 
 class _Advance:

@@ -7,7 +7,8 @@ import torch
 from kdtutorial.vision import objectives
 from kdtutorial.vision.data import load_vision
 from kdtutorial.common.schedules import AnnealingSchedule
-from kdtutorial.vision.experiments import train_annealing_kd, train_annealing_kd_models, train_model, train_models
+from kdtutorial.vision.experiments import (train_annealing_kd, train_annealing_kd_models, train_model, train_models,
+                                          train_recipes)
 from kdtutorial.vision.training import TeacherCache
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
@@ -124,3 +125,16 @@ def test_annealing_kd_seeds_trained_together_equal_one_at_a_time(digits, caches)
     assert bar.n == len(SEEDS) * (schedule.stage1_epochs + 2)
     assert_same_runs(alone, together)
     assert together[0][1].column("phi") == [schedule.phi_at_epoch(e) for e in (1, 2, 3)]
+
+
+def test_train_recipes_names_each_recipes_runs_in_seed_order(digits, caches):
+    recipes = {"scratch": objectives.CrossEntropy(), "self": [objectives.Distillation(c) for c in caches[:2]]}
+    runs = train_recipes("mlp-tiny", digits, recipes, seeds=SEEDS[:2], epochs=1)
+    alone = {name: [train_model("mlp-tiny", digits, o, seed=s, epochs=1)
+                    for s, o in zip(SEEDS[:2], objs if isinstance(objs, list) else [objs] * 2)]
+             for name, objs in recipes.items()}
+    assert list(runs) == ["scratch", "self"]
+    for name in recipes:
+        assert [acc for _, _, acc in runs[name]] == [acc for _, _, acc in alone[name]]
+    with pytest.raises(ValueError, match="recipe 'self' has 3 objectives for 2 seeds"):
+        train_recipes("mlp-tiny", digits, {"self": [objectives.CrossEntropy()] * 3}, seeds=SEEDS[:2], epochs=1)
