@@ -474,7 +474,8 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
     The summary holds ``profile``, ``started_at``, ``finished_at``, ``total_seconds``, ``versions``,
     ``parameters``, ``out_dir``, ``markdown`` (not written to the JSON), ``failed`` (count) and
     ``notebooks`` (one dict per notebook: name, status, seconds, wall_seconds, peak_mib, budget,
-    within_budget, budget_overruns, metrics, output, error, device, software, commit). ``merge``: merge this
+    within_budget, budget_overruns, metrics, output, error, device, software, commit, finished_at; the commit is
+    the checkout's, or ``$KDTUTORIAL_COMMIT`` where the tree has no ``.git``). ``merge``: merge this
     call's notebooks into the ``summary.json`` already in the output folder
     (:func:`kdtutorial.course.fullsummary.merge_summaries`), so several ``--only`` calls make one summary.
     """
@@ -492,7 +493,8 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
         progress = sys.stdout.isatty()
 
     started_at, t0 = _now(), time.perf_counter()
-    commit = _commit(notebooks_dir)
+    # a copy of the tree without .git (a GPU machine's) names its commit in $KDTUTORIAL_COMMIT
+    commit = _commit(notebooks_dir) or os.environ.get("KDTUTORIAL_COMMIT") or None
     results = []
     for number, notebook in enumerate(notebooks, 1):
         tag = f"[{number}/{len(notebooks)}] {notebook.name}"
@@ -507,7 +509,8 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
                           timeout=timeout, kernel=kernel, progress=progress)
         except KeyboardInterrupt:
             run = {"status": "interrupted", "error": dict(_INTERRUPTED)}
-        result = {**_finish_result(notebook, out_dir / notebook.name, budget, run), "commit": commit}
+        result = {**_finish_result(notebook, out_dir / notebook.name, budget, run), "commit": commit,
+                  "finished_at": _now()}
         results.append(result)
         echo(_progress_line(tag, result))
         if result["status"] == "interrupted":
