@@ -12,8 +12,13 @@ a few parameters changed (say, one task and a new section's grid, when the whole
 GPU call). Each is archived beside the main run, names the parameters it changed, and contributes one table, shown
 with ``show_full_table(lesson, extra=NAME)``.
 
-Maintainers: after archiving a new full run, update ``SOURCES`` (file, commit, date, wall time) and run
-``python -m kdtutorial.course.archive`` to rewrite ``full_results.json``.
+Maintainers: a full run made by the runner (``python -m kdtutorial run --profile full --merge --out results``) is
+described by ``results/full/summary.json``: its ``SOURCES`` entry names only the notebook and its table, and the
+commit, day and wall time are read from the summary. A run archived by hand declares them in ``SOURCES``. Then run
+``python -m kdtutorial.course.archive`` to rewrite ``full_results.json``; ``python -m kdtutorial.course.archive
+--compare`` first prints, for each lesson whose notebook in ``results/full/`` differs from the archived record, every
+``mean ± std`` of its table beside the archived one and whether the difference is within seed noise
+(:func:`~kdtutorial.course.fullsummary.compare_tables`).
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdtutorial.course.fullsummary import device_of
+from kdtutorial.course.fullsummary import compare_tables, device_of, minutes, summary_entry
 from kdtutorial.course.outputs import output_text
 from kdtutorial.course.report import metrics_from_notebook
 
@@ -209,8 +214,17 @@ def _read_run(source: dict, results_dir: str | Path) -> tuple[dict, dict]:
         raise ValueError(f"{source['notebook']}: no banner line or no cell starting "
                          f"{' or '.join(repr(s) for s in starts if s not in tables) or '(banner)'}")
     table = "\n\n".join(tables[s] for s in starts)
-    return dict(notebook=source["notebook"], device=device, software=software, commit=source["commit"],
-                date=source["date"], wall=source["wall"], table=table), nb
+    when = {key: source.get(key) for key in ("commit", "date", "wall")}
+    entry = summary_entry(Path(results_dir) / "summary.json", source["notebook"]) if None in when.values() else None
+    if entry is not None:  # a run archived by the runner: its commit, day and wall time come from summary.json
+        when = {"commit": when["commit"] or entry.get("commit"),
+                "date": when["date"] or (entry.get("finished_at") or "")[:10] or None,
+                "wall": when["wall"] or minutes(entry.get("wall_seconds") or entry.get("seconds"))}
+    missing = [key for key, value in when.items() if not value]
+    if missing:
+        raise ValueError(f"{source['notebook']}: no {', '.join(missing)}: declare it in SOURCES, or archive the run "
+                         f"with python -m kdtutorial run --profile full --merge --out results (summary.json)")
+    return dict(notebook=source["notebook"], device=device, software=software, table=table, **when), nb
 
 
 def extract(lesson: str, results_dir: str | Path) -> dict:
@@ -287,9 +301,37 @@ def show_full_table(lesson: str, archive: str | Path = ARCHIVE_FILE, extra: str 
     print(x["table"])
 
 
-if __name__ == "__main__":  # python -m kdtutorial.course.archive [results_dir]
+def reproduction(results_dir: str | Path, archive: str | Path = ARCHIVE_FILE) -> str:
+    """Markdown: for each lesson whose main notebook in ``results_dir`` is another run than the archived record (its
+    commit differs), every ``mean ± std`` of the main table in both runs, the difference and whether it is within seed
+    noise (:func:`~kdtutorial.course.fullsummary.compare_tables`)."""
+    records = json.loads(Path(archive).read_text())
+    parts = []
+    for lesson in SOURCES:
+        fresh = extract(lesson, results_dir)
+        old = records.get(lesson)
+        if old is None or old["commit"] == fresh["commit"]:
+            continue
+        rows = compare_tables(old["table"], fresh["table"])
+        within = sum(r["within_noise"] for r in rows)
+        parts += [f"### {lesson}: {fresh['device']}, commit {fresh['commit']} ({fresh['wall']}) against the archived "
+                  f"{old['device']}, commit {old['commit']} ({old['wall']})", "",
+                  f"{within} of {len(rows)} means within seed noise (|difference| <= 2 standard errors).", "",
+                  "| row | column | archived (seeds) | fresh (seeds) | difference | allowed | within noise |",
+                  "|---|---|---|---|---|---|---|"]
+        parts += [f"| {r['row']} | {r['column']} | {r['archived']} | {r['fresh']} | {r['difference']:+g} | "
+                  f"{r['allowed']:g} | {'yes' if r['within_noise'] else '**no**'} |" for r in rows]
+        parts.append("")
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":  # python -m kdtutorial.course.archive [--compare] [results_dir]
     import sys
 
-    here = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "results" / "full"
-    ARCHIVE_FILE.write_text(json.dumps(build_archive(here), indent=1, ensure_ascii=False) + "\n")
-    print(f"wrote {ARCHIVE_FILE}")
+    args = [a for a in sys.argv[1:] if a != "--compare"]
+    here = Path(args[0]) if args else Path(__file__).resolve().parents[2] / "results" / "full"
+    if "--compare" in sys.argv[1:]:
+        print(reproduction(here))
+    else:
+        ARCHIVE_FILE.write_text(json.dumps(build_archive(here), indent=1, ensure_ascii=False) + "\n")
+        print(f"wrote {ARCHIVE_FILE}")

@@ -493,8 +493,7 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
         progress = sys.stdout.isatty()
 
     started_at, t0 = _now(), time.perf_counter()
-    # a copy of the tree without .git (a GPU machine's) names its commit in $KDTUTORIAL_COMMIT
-    commit = _commit(notebooks_dir) or os.environ.get("KDTUTORIAL_COMMIT") or None
+    commit = run_commit(notebooks_dir)
     results = []
     for number, notebook in enumerate(notebooks, 1):
         tag = f"[{number}/{len(notebooks)}] {notebook.name}"
@@ -536,6 +535,12 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
     (out_dir / "summary.md").write_text(markdown, encoding="utf-8")
     summary["markdown"] = markdown
     return summary
+
+
+def run_commit(folder: Path) -> str | None:
+    """The commit a run records: the checkout's (:func:`_commit`), or, in a copy of the tree without ``.git`` (a GPU
+    machine's), ``$KDTUTORIAL_COMMIT``; ``None`` when neither says."""
+    return _commit(folder) or os.environ.get("KDTUTORIAL_COMMIT") or None
 
 
 def _commit(folder: Path) -> str | None:

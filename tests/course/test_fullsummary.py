@@ -86,3 +86,42 @@ def test_the_device_is_read_from_the_executed_notebooks_banner():
 
 def test_the_runner_knows_the_checkouts_commit(tmp_path):
     assert runner._commit(tmp_path) is None  # not a git checkout
+
+
+def test_a_tree_without_git_names_its_commit_in_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("KDTUTORIAL_COMMIT", raising=False)
+    assert runner.run_commit(tmp_path) is None
+    monkeypatch.setenv("KDTUTORIAL_COMMIT", "262959d")
+    assert runner.run_commit(tmp_path) == "262959d"
+
+
+ARCHIVED = """               seeds     val_acc    test_acc
+method
+scratch            5  89.0 ± 0.2  88.6 ± 0.3
+KD T=4 a=0.9       5  89.3 ± 0.1  89.1 ± 0.2
+only here          5  50.0 ± 1.0  50.0 ± 1.0"""
+FRESH = """               seeds     val_acc    test_acc
+method
+scratch            5  89.1 ± 0.2  88.9 ± 0.3
+KD T=4 a=0.9       5  89.3 ± 0.1  88.5 ± 0.2
+new row            3  1.0 ± 0.1  1.0 ± 0.1"""
+
+
+def test_two_runs_tables_are_compared_mean_by_mean_within_seed_noise():
+    rows = fullsummary.compare_tables(ARCHIVED, FRESH)
+    assert [(r["row"], r["column"]) for r in rows] == [("scratch", "val_acc"), ("scratch", "test_acc"),
+                                                       ("KD T=4 a=0.9", "val_acc"), ("KD T=4 a=0.9", "test_acc")]
+    scratch_test, kd_test = rows[1], rows[3]
+    # 2 * sqrt(0.3^2/5 + 0.3^2/5) = 0.379: +0.3 is within; 2 * sqrt(0.2^2/5 * 2) = 0.253: -0.6 is not
+    assert scratch_test["difference"] == pytest.approx(0.3) and scratch_test["allowed"] == pytest.approx(0.379)
+    assert scratch_test["within_noise"] and not kd_test["within_noise"]
+    assert rows[2]["difference"] == 0 and rows[2]["within_noise"]
+
+
+def test_a_notebooks_summary_entry_is_found_only_when_it_ran_ok(tmp_path):
+    file = tmp_path / "summary.json"
+    assert fullsummary.summary_entry(file, "01_a.ipynb") is None  # no summary at all
+    file.write_text(json.dumps(call([nb_entry("01_a.ipynb", 50), nb_entry("02_b.ipynb", 60, status="failed")])))
+    assert fullsummary.summary_entry(file, "01_a.ipynb")["wall_seconds"] == 50
+    assert fullsummary.summary_entry(file, "02_b.ipynb") is None
+    assert fullsummary.minutes(450) == "7 min 30 s" and fullsummary.minutes(45) == "45 s"
