@@ -161,11 +161,23 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary", type=Path, default=root / "results" / "full" / "summary.json",
                         help="a merged full-profile summary (default: results/full/summary.json of the checkout)")
     parser.add_argument("--readme", type=Path, default=root / "README.md", help="the README to update")
+    parser.add_argument("--add", type=Path, nargs="+", default=[], metavar="SUMMARY",
+                        help="first merge these summary.json files (calls made elsewhere, e.g. on a GPU machine whose "
+                             "output folder came back) into --summary, as --merge would have")
 
 
 def command(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
     import json
 
+    for extra in args.add:
+        previous = json.loads(args.summary.read_text(encoding="utf-8")) if args.summary.is_file() else None
+        try:
+            merged = merge_summaries(previous, json.loads(extra.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            print(f"error: cannot merge {extra}: {exc}", flush=True)
+            return 2
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
+        args.summary.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
     if not args.summary.is_file():
         print(f"error: no summary at {args.summary}: run python -m kdtutorial run --profile full --merge "
               f"--out results first", flush=True)

@@ -68,12 +68,29 @@ def test_the_command_writes_the_readme_from_the_summary(tmp_path, capsys):
     assert "no summary at" in capsys.readouterr().out
 
 
-def fullsummary_args(summary, readme):
+def fullsummary_args(summary, readme, *add):
     import argparse
 
     parser = argparse.ArgumentParser()
     fullsummary.configure_parser(parser)
-    return parser.parse_args(["--summary", str(summary), "--readme", str(readme)])
+    return parser.parse_args(["--summary", str(summary), "--readme", str(readme)]
+                             + (["--add", *map(str, add)] if add else []))
+
+
+def test_summaries_made_elsewhere_are_merged_into_the_one_summary(tmp_path):
+    """Two GPU calls whose output folders came back: each call's summary.json added in turn."""
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    first.write_text(json.dumps(call([nb_entry("01_soft_targets.ipynb", 95)])))
+    second.write_text(json.dumps(call([nb_entry("06_qadsm_two_tower.ipynb", 400)], "2026-12-06T10:40:00")))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{fullsummary.START}\n{fullsummary.END}\n")
+    summary = tmp_path / "results" / "summary.json"
+    assert fullsummary.command(fullsummary_args(summary, readme, first, second)) == 0
+    merged = json.loads(summary.read_text())
+    assert [n["name"] for n in merged["notebooks"]] == ["01_soft_targets.ipynb", "06_qadsm_two_tower.ipynb"]
+    assert len(merged["calls"]) == 2 and "2 notebook(s), 8 min 15 s in all" in readme.read_text()
+    (tmp_path / "quick.json").write_text(json.dumps({**call([]), "profile": "quick"}))
+    assert fullsummary.command(fullsummary_args(summary, readme, tmp_path / "quick.json")) == 2
 
 
 def test_the_device_is_read_from_the_executed_notebooks_banner():
