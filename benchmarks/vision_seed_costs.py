@@ -4,6 +4,9 @@ batch 64, 860 steps) trained three ways, each after an untimed warm-up epoch:
 * the loop as it was, reading ``loss.item()`` after every step (the host waits for the GPU each step);
 * ``training.fit`` now (the epoch's loss summed on the device: no wait per step);
 * ``seedbatch.fit_seeds`` with K seeds in one stacked pass per step (per seed: the time divided by K);
+* with ``--cnn``: one epoch of the CNN teacher (which has dropout and batch norm, so it is trained one seed at a
+  time) with cuDNN's default algorithms, with ``cudnn.benchmark`` and with bf16 autocast, and its forward and
+  backward pass on one batch alone;
 * ``fit_seeds`` with K distillation students (a grid of T and alpha over one teacher cache, as lesson 01 stacks its
   recipes), their objectives computed together (``vision.objectivestack``) or, as before, one model at a time with
   the host's indices (``--batch-size 256`` is what the lessons' full profiles use).
@@ -62,6 +65,8 @@ def main(argv=None) -> None:
     p.add_argument("--arch", default="mlp-medium")
     p.add_argument("--seeds", type=int, nargs="+", default=[5, 9, 45])
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--cnn", action="store_true", help="also time one epoch of the CNN teacher (default cuDNN, "
+                   "cudnn.benchmark, bf16 autocast) and one batch's forward and backward pass")
     args = p.parse_args(argv)
     device = kd.environment.resolve_device("auto")
     data = kd.data.load_vision("fashion-mnist")
@@ -91,7 +96,7 @@ def main(argv=None) -> None:
         seconds = synced(device) - began
         print(json.dumps({"variant": f"fit_seeds, {k} seeds together", "seconds_per_epoch": seconds,
                           "seconds_per_seed_epoch": seconds / k}), flush=True)
-    cache = kd.training.TeacherCache.build(new(0), data.train, device)  # an untrained teacher: only the cost counts
+    cache = kd.training.TeacherCache.build(new(0).to(device), data.train, device)  # untrained: only the cost counts
     for k in args.seeds:
         grid = [objectives.Distillation(cache, T=2.0 ** (s % 4 + 1), alpha=0.5 if s % 2 else 0.9) for s in range(k)]
         for label, objs in (("grouped", grid), ("one model at a time", [OneByOne(o) for o in grid])):
@@ -101,6 +106,31 @@ def main(argv=None) -> None:
             seconds = synced(device) - began
             print(json.dumps({"variant": f"fit_seeds, {k} KD students, objectives {label}",
                               "seconds_per_epoch": seconds, "seconds_per_seed_epoch": seconds / k}), flush=True)
+    if args.cnn:  # the lessons' per-seed CNN runs (dropout and batch norm: not stackable)
+        cnn = "cnn-teacher"
+
+        def new_cnn():
+            kd.environment.seed_everything(0)
+            return models.build(cnn, data.input_shape, data.n_classes)
+
+        for label, bench, amp in (("cuDNN default", False, False), ("cudnn.benchmark", True, False),
+                                  ("bf16 autocast", False, True)):
+            torch.backends.cudnn.benchmark = bench
+            fit(new_cnn(), data.train, ce, epochs=1, device=device, amp=amp, **bs)
+            began = synced(device)
+            fit(new_cnn(), data.train, ce, epochs=1, device=device, amp=amp, **bs)
+            print(json.dumps({"variant": f"fit, {cnn}, {label}", "seconds_per_epoch": synced(device) - began}),
+                  flush=True)
+        torch.backends.cudnn.benchmark = False
+        net = new_cnn().to(device).train()
+        xc, yc = data.train.x[: args.batch_size].to(device), data.train.y[: args.batch_size].to(device)
+        for _ in range(10):
+            torch.nn.functional.cross_entropy(net(xc), yc).backward()
+        began = synced(device)
+        for _ in range(50):
+            torch.nn.functional.cross_entropy(net(xc), yc).backward()
+        print(json.dumps({"variant": f"{cnn} forward and backward of one batch",
+                          "ms": (synced(device) - began) / 50 * 1e3}), flush=True)
     model = new(0).to(device)
     xb, yb = data.train.x[:64].to(device), data.train.y[:64].to(device)
     for _ in range(20):
