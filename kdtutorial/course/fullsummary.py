@@ -108,37 +108,54 @@ _ROW = re.compile(r"^(?P<name>\S.*?)\s+(?P<n>\d+)\s+(?P<rest>-?\d[\d.]*\s+±\s+.
 _PAIR = re.compile(r"(-?\d+(?:\.\d+)?)\s+±\s+(\d+(?:\.\d+)?)")
 
 
+def _decimals(text: str) -> int:
+    return len(text.split(".")[1]) if "." in text else 0
+
+
 def _rows(table: str) -> dict:
-    """``{(row, column): (mean, std, n)}`` from a printed results table whose rows read ``name  n  mean ± std ...``
-    (``kd.statistics.summarize``'s layout, under a header ``seeds  col1  col2``); a column without a header name is
-    numbered."""
-    rows, header = {}, []
+    """``{(row, column): (mean, std, n, unit, as printed)}`` from a printed results table whose rows read ``name  n  mean ± std
+    ...`` (``kd.statistics.summarize``'s layout, under a header ``seeds  col1  col2``; a column without a header name is
+    numbered). ``unit``: the last printed digit's value (0.1 for ``88.6``). A table under a title line ``what = ...``
+    names its rows ``what: row``, so two tables of one cell (students, teachers) keep their rows apart."""
+    rows, header, title = {}, [], ""
     for line in table.splitlines():
         words = line.split()
         if words[:1] == ["seeds"]:
             header = words[1:]
             continue
         match = _ROW.match(line.strip())
-        if match:
-            pairs = _PAIR.findall(match.group("rest"))
-            names = header if len(header) == len(pairs) else [f"#{k + 1}" for k in range(len(pairs))]
-            for name, (mean, std) in zip(names, pairs):
-                rows[(match.group("name").strip(), name)] = (float(mean), float(std), int(match.group("n")))
+        if not match:
+            if " = " in line:
+                title = line.split(" = ")[0].strip() + ": "
+            continue
+        pairs = _PAIR.findall(match.group("rest"))
+        names = header if len(header) == len(pairs) else [f"#{k + 1}" for k in range(len(pairs))]
+        for name, (mean, std) in zip(names, pairs):
+            unit = 10.0 ** -max(_decimals(mean), _decimals(std))
+            rows[(title + match.group("name").strip(), name)] = (float(mean), float(std), int(match.group("n")), unit,
+                                                                f"{mean} ± {std} ({match.group('n')})")
     return rows
 
 
 def compare_tables(archived: str, fresh: str, z: float = 2.0) -> list[dict]:
-    """Every ``mean ± std`` of a results table found in both runs (same row and column), compared: ``difference`` (fresh - archived) and
-    whether it is within seed noise, ``|difference| <= z * sqrt(std_a^2 / n_a + std_f^2 / n_f)`` (the standard
-    error of a difference of two means over independent seeds; ``z = 2``: about 95%)."""
+    """Every ``mean ± std`` of a results table found in both runs (same row and column), compared: ``difference``
+    (fresh - archived) and whether it is within seed noise,
+
+        |difference| <= z * sqrt(s_a^2 / n_a + s_f^2 / n_f) + u,
+
+    the standard error of a difference of two means over independent seeds (``z = 2``: about 95%), plus ``u``, the
+    printed precision (the tables round means and stds to ``u``, e.g. 0.1: two rounded means may differ by up to
+    ``u`` more than the true ones, and a std printed as 0.0 is taken as ``u / 2``)."""
     old, new = _rows(archived), _rows(fresh)
     out = []
     for key in old.keys() & new.keys():
-        (ma, sa, na), (mf, sf, nf) = old[key], new[key]
-        noise = z * (sa**2 / na + sf**2 / nf) ** 0.5
-        out.append({"row": key[0], "column": key[1], "archived": f"{ma} ± {sa} ({na})", "fresh": f"{mf} ± {sf} ({nf})",
-                    "difference": round(mf - ma, 3), "allowed": round(noise, 3),
-                    "within_noise": abs(mf - ma) <= noise + 1e-9})
+        (ma, sa, na, ua, shown_a), (mf, sf, nf, uf, shown_f) = old[key], new[key]
+        unit = max(ua, uf)
+        sa, sf = max(sa, unit / 2), max(sf, unit / 2)
+        noise = z * (sa**2 / na + sf**2 / nf) ** 0.5 + unit
+        out.append({"row": key[0], "column": key[1], "archived": shown_a, "fresh": shown_f,
+                    "difference": round(mf - ma, 6),
+                    "allowed": round(noise, 3), "within_noise": abs(mf - ma) <= noise + 1e-9})
     order = {key: i for i, key in enumerate(old)}
     return sorted(out, key=lambda r: order[(r["row"], r["column"])])
 

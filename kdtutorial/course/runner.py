@@ -538,9 +538,9 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
 
 
 def run_commit(folder: Path) -> str | None:
-    """The commit a run records: the checkout's (:func:`_commit`), or, in a copy of the tree without ``.git`` (a GPU
-    machine's), ``$KDTUTORIAL_COMMIT``; ``None`` when neither says."""
-    return _commit(folder) or os.environ.get("KDTUTORIAL_COMMIT") or None
+    """The commit a run records: ``$KDTUTORIAL_COMMIT`` when set (a copy of the tree on a GPU machine, whose ``.git``
+    may be missing or stale), else the checkout's (:func:`_commit`); ``None`` when neither says."""
+    return os.environ.get("KDTUTORIAL_COMMIT") or _commit(folder) or None
 
 
 def _commit(folder: Path) -> str | None:

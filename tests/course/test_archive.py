@@ -47,7 +47,7 @@ def test_each_commit_named_archived_that_notebook():
 def test_beside_labels_the_archived_column_and_refuses_unknown_metrics():
     table = archive.beside("04_annealing_kd", {"seeds": 5, "scratch_acc": 94.2, "seed_std": 1.0},
                            live_label="quick run")
-    full = "full run: H100, 2026-11-21, 4369e72"
+    full = "full run: H100, 2026-12-06, 2449004"
     assert list(table.columns) == ["quick run", full]
     assert table.loc["scratch (%)", "quick run"] == "94.2" and table.loc["scratch (%)", full] == "83.3"
     assert table.loc["TAKD (%)", "quick run"] == "-"
@@ -130,3 +130,16 @@ def test_a_run_archived_by_the_runner_takes_commit_day_and_wall_time_from_the_su
          "finished_at": "2026-12-06T16:01:02+00:00"}]}))
     record = archive.extract(lesson, tmp_path)
     assert (record["commit"], record["date"], record["wall"]) == ("262959d", "2026-12-06", "5 min 1 s")
+
+
+def test_reproduction_compares_a_rerun_lesson_with_its_archived_table(tmp_path):
+    records = json.loads(archive.ARCHIVE_FILE.read_text())
+    old = records["04_annealing_kd"]
+    records["04_annealing_kd"] = {**old, "commit": "0000000", "table": old["table"].replace("83.3 ± 1.4", "86.3 ± 1.4")}
+    file = tmp_path / "full_results.json"
+    file.write_text(json.dumps(records))
+    text = archive.reproduction(RESULTS, archive=file)
+    assert "### 04_annealing_kd:" in text and "against the archived" in text
+    assert "3 of 4 means within seed noise" in text
+    assert "| scratch | test_acc | 86.3 ± 1.4 (5) | 83.3 ± 1.4 (5) | -3 | 1.871 | **no** |" in text
+    assert "### 01_soft_targets" not in text  # same commit as archived: not a re-run

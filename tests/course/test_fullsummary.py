@@ -4,7 +4,11 @@ import json
 
 import pytest
 
+from pathlib import Path
+
 from kdtutorial.course import fullsummary, runner
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def nb_entry(name, seconds, device="NVIDIA H200", status="ok", **metrics):
@@ -105,34 +109,53 @@ def test_the_runner_knows_the_checkouts_commit(tmp_path):
     assert runner._commit(tmp_path) is None  # not a git checkout
 
 
-def test_a_tree_without_git_names_its_commit_in_the_environment(tmp_path, monkeypatch):
+def test_the_commit_named_in_the_environment_wins(tmp_path, monkeypatch):
+    """A GPU machine's copy of the tree may have no .git, or a stale one (a run of 2026-12-06 recorded
+    7b18aba+changes for the tree of 2449004): $KDTUTORIAL_COMMIT, when set, is what the run records."""
     monkeypatch.delenv("KDTUTORIAL_COMMIT", raising=False)
     assert runner.run_commit(tmp_path) is None
     monkeypatch.setenv("KDTUTORIAL_COMMIT", "262959d")
     assert runner.run_commit(tmp_path) == "262959d"
+    assert runner.run_commit(ROOT) == "262959d"  # even inside the git checkout
 
 
-ARCHIVED = """               seeds     val_acc    test_acc
+ARCHIVED = """student = mlp-medium (101,770 parameters)
+               seeds     val_acc    test_acc
 method
 scratch            5  89.0 ± 0.2  88.6 ± 0.3
 KD T=4 a=0.9       5  89.3 ± 0.1  89.1 ± 0.2
-only here          5  50.0 ± 1.0  50.0 ± 1.0"""
-FRESH = """               seeds     val_acc    test_acc
+only here          5  50.0 ± 1.0  50.0 ± 1.0
+
+teacher architecture = cnn-teacher (824,650 parameters)
+               seeds    test_acc
+method
+scratch            5  92.0 ± 0.3"""
+FRESH = """student = mlp-medium (101,770 parameters)
+               seeds     val_acc    test_acc
 method
 scratch            5  89.1 ± 0.2  88.9 ± 0.3
-KD T=4 a=0.9       5  89.3 ± 0.1  88.5 ± 0.2
-new row            3  1.0 ± 0.1  1.0 ± 0.1"""
+KD T=4 a=0.9       5  89.3 ± 0.0  88.6 ± 0.2
+new row            3  1.0 ± 0.1  1.0 ± 0.1
+
+teacher architecture = cnn-teacher (824,650 parameters)
+               seeds    test_acc
+method
+scratch            5  91.9 ± 0.1"""
 
 
 def test_two_runs_tables_are_compared_mean_by_mean_within_seed_noise():
     rows = fullsummary.compare_tables(ARCHIVED, FRESH)
-    assert [(r["row"], r["column"]) for r in rows] == [("scratch", "val_acc"), ("scratch", "test_acc"),
-                                                       ("KD T=4 a=0.9", "val_acc"), ("KD T=4 a=0.9", "test_acc")]
-    scratch_test, kd_test = rows[1], rows[3]
-    # 2 * sqrt(0.3^2/5 + 0.3^2/5) = 0.379: +0.3 is within; 2 * sqrt(0.2^2/5 * 2) = 0.253: -0.6 is not
-    assert scratch_test["difference"] == pytest.approx(0.3) and scratch_test["allowed"] == pytest.approx(0.379)
-    assert scratch_test["within_noise"] and not kd_test["within_noise"]
-    assert rows[2]["difference"] == 0 and rows[2]["within_noise"]
+    assert [(r["row"], r["column"]) for r in rows] == [
+        ("student: scratch", "val_acc"), ("student: scratch", "test_acc"), ("student: KD T=4 a=0.9", "val_acc"),
+        ("student: KD T=4 a=0.9", "test_acc"), ("teacher architecture: scratch", "test_acc")]
+    scratch_test, kd_val, kd_test, teacher = rows[1], rows[2], rows[3], rows[4]
+    # 2 * sqrt(0.3^2/5 + 0.3^2/5) + 0.1 (printed precision) = 0.479: +0.3 is within
+    assert scratch_test["difference"] == pytest.approx(0.3) and scratch_test["allowed"] == pytest.approx(0.479)
+    # 2 * sqrt(0.2^2/5 * 2) + 0.1 = 0.353: -0.5 is not
+    assert scratch_test["within_noise"] and not kd_test["within_noise"] and kd_test["allowed"] == pytest.approx(0.353)
+    # a std printed as 0.0 counts as 0.05: 2 * sqrt((0.1^2 + 0.05^2) / 5) + 0.1 = 0.2
+    assert kd_val["allowed"] == pytest.approx(0.2) and kd_val["within_noise"]
+    assert teacher["archived"] == "92.0 ± 0.3 (5)" and teacher["within_noise"]  # its own row, not the student's
 
 
 def test_a_notebooks_summary_entry_is_found_only_when_it_ran_ok(tmp_path):
