@@ -10,6 +10,7 @@ from kdtutorial.vision import models
 from kdtutorial.common.environment import seed_everything
 from kdtutorial.vision.objectives import AnnealedLogits, CrossEntropy
 from kdtutorial.vision.seedbatch import check_batchable, fit_seeds
+from kdtutorial.vision.seedprocesses import default_workers, train_in_processes
 from kdtutorial.vision.training import History, evaluate, fit
 
 __all__ = ["train_model", "train_models", "train_recipes", "train_annealing_kd", "train_annealing_kd_models"]
@@ -29,7 +30,8 @@ def train_model(arch: str, data, objective, *, seed: int, epochs: int, lr: float
 
 
 def train_models(arch: str, data, objectives, *, seeds, epochs: int, lr: float = 1e-3, batch_size: int = 64,
-                 weight_decay: float = 0.0, device="cpu", progress=None, amp: bool = False, val_set=None) -> list:
+                 weight_decay: float = 0.0, device="cpu", progress=None, amp: bool = False, val_set=None,
+                 workers: int | None = None) -> list:
     """``train_model`` for every ``(seed, objective)`` pair, all trained together: the same results as
     ``[train_model(arch, data, obj, seed=s, ...) for s, obj in zip(seeds, objectives)]`` up to float32 rounding.
 
@@ -42,8 +44,11 @@ def train_models(arch: str, data, objectives, *, seeds, epochs: int, lr: float =
     keeps its initial weights, batch order, objective and Adam state, and only the rounding of the batched matrix
     products differs (``tests/vision/test_experiments.py`` bounds it). An architecture that behaves differently in a
     stack (dropout, batch normalisation: :func:`~kdtutorial.vision.seedbatch.check_batchable`) is trained by
-    ``train_model`` itself, seed by seed (bit for bit its results). ``progress``: an open ``tqdm`` bar advanced by
-    one per model and epoch, as ``train_model`` per seed advances it. Returns ``[(model, history, test_accuracy),
+    ``train_model`` itself, seed by seed (bit for bit its results): on a GPU each seed in a process of its own, several
+    at a time (:func:`~kdtutorial.vision.seedprocesses.train_in_processes`; ``workers``: how many, default
+    :func:`~kdtutorial.vision.seedprocesses.default_workers`, 0 for one after another in this process).
+    ``progress``: an open ``tqdm`` bar advanced by one per model and epoch, as ``train_model`` per seed advances it.
+    Returns ``[(model, history, test_accuracy),
     ...]`` in seed order.
     """
     seeds, objectives = [int(s) for s in seeds], list(objectives)
@@ -55,6 +60,9 @@ def train_models(arch: str, data, objectives, *, seeds, epochs: int, lr: float =
     try:
         check_batchable(models.build(arch, data.input_shape, data.n_classes))
     except ValueError:  # dropout or batch norm: one at a time, each seeded right before it is built and trained
+        workers = default_workers(len(seeds), device) if workers is None else int(workers)
+        if workers > 0:
+            return train_in_processes(arch, data, objectives, seeds, workers=workers, **common)
         return [train_model(arch, data, obj, seed=s, **common) for s, obj in zip(seeds, objectives)]
     built = []
     for s in seeds:  # in seed order, as train_model per seed: the global random state ends where that loop leaves it

@@ -1,0 +1,67 @@
+"""Seeds of a model that cannot be stacked, each trained in its own process on the same GPU.
+
+A model with dropout or batch normalisation cannot join the stacked pass of :mod:`kdtutorial.vision.seedbatch`
+exactly: its dropout masks would come from another random stream. Trained one seed after another on a GPU, such a
+small model leaves the GPU idle most of the time (each step is a few dozen tiny kernels, and launching them is the
+cost). :func:`train_in_processes` runs :func:`~kdtutorial.vision.experiments.train_model` for each seed in a process of
+its own (``spawn``), several at a time on the same device, so one process launches while another's kernels run. Each
+process does exactly what the one-at-a-time loop does for its seed: ``seed_everything(seed)`` (which seeds that
+process's CPU and CUDA generators), build, train, evaluate, with the parent's number of CPU threads. So each seed's
+model, history and test accuracy are the ones the loop gives (``tests/vision/test_seedprocesses.py`` checks them bit
+for bit on the CPU).
+
+The parent's CPU generator is left where the loop leaves it (after building the last seed's model); its CUDA generator
+is not advanced by the children's dropout. Every lesson seeds before it draws, so neither changes a result.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+import torch
+
+__all__ = ["train_in_processes", "default_workers"]
+
+
+def default_workers(n_runs: int, device) -> int:
+    """How many processes :func:`train_in_processes` uses by default: none on the CPU (the loop is as fast there),
+    else one per run, at most 8 and at most one per CPU core but one."""
+    if torch.device(device).type != "cuda" or n_runs < 2:
+        return 0
+    return max(1, min(n_runs, 8, (os.cpu_count() or 2) - 1))
+
+
+def _run(job):
+    """One seed in a child process: ``train_model`` as the loop calls it; the weights come back on the CPU."""
+    from kdtutorial.vision.experiments import train_model
+
+    arch, data, objective, seed, kwargs, threads = job
+    torch.set_num_threads(threads)
+    model, history, accuracy = train_model(arch, data, objective, seed=seed, **kwargs)
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}, history, accuracy
+
+
+def train_in_processes(arch: str, data, objectives, seeds, *, workers: int, progress=None, **kwargs) -> list:
+    """``[train_model(arch, data, obj, seed=s, **kwargs) for s, obj in zip(seeds, objectives)]``, each in its own
+    process, ``workers`` at a time. ``progress``: an open ``tqdm`` bar, advanced by ``kwargs["epochs"]`` as each run
+    finishes (in seed order). Returns ``[(model, history, test_accuracy), ...]`` in seed order, each model on
+    ``kwargs["device"]`` in eval mode."""
+    from kdtutorial.common.environment import seed_everything
+    from kdtutorial.vision import models
+
+    seeds, objectives = [int(s) for s in seeds], list(objectives)
+    device = kwargs.get("device", "cpu")
+    jobs = [(arch, data, obj, s, kwargs, torch.get_num_threads()) for s, obj in zip(seeds, objectives)]
+    out = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for state, history, accuracy in pool.map(_run, jobs):
+            with torch.random.fork_rng(devices=[]):
+                model = models.build(arch, data.input_shape, data.n_classes)
+            model.load_state_dict(state)
+            out.append((model.to(device).eval(), history, accuracy))
+            if progress is not None:
+                progress.update(kwargs.get("epochs", 0))
+    seed_everything(seeds[-1])  # the parent's CPU generator where the one-at-a-time loop leaves it
+    models.build(arch, data.input_shape, data.n_classes)
+    return out

@@ -1,0 +1,42 @@
+"""Seeds that cannot be stacked, each in its own process (issue 21): every seed's model, history and test accuracy
+equal the one-at-a-time loop's bit for bit, the parent's CPU generator ends where the loop leaves it, and the bar
+counts every epoch."""
+import torch
+
+from kdtutorial.vision import objectives
+from kdtutorial.vision.data import load_vision
+from kdtutorial.vision.experiments import train_model, train_models
+from kdtutorial.vision.seedprocesses import default_workers
+from kdtutorial.vision.training import TeacherCache
+
+SEEDS = [3, 4, 5]
+
+
+class Bar:
+    n = 0
+
+    def update(self, n=1):
+        self.n += n
+
+
+def test_seeds_in_their_own_processes_equal_the_loop_bit_for_bit(one_torch_thread):
+    data = load_vision("digits", n_train=200, n_val=60, n_test=100, seed=0)
+    teacher, _, _ = train_model("mlp-small", data, objectives.CrossEntropy(), seed=9, epochs=1)
+    objs = [objectives.CrossEntropy(), objectives.Distillation(TeacherCache.build(teacher, data.train)),
+            objectives.LabelSmoothing(0.1)]
+    kw = dict(epochs=2, batch_size=32, lr=3e-3, val_set=data.val)
+    alone = [train_model("cnn-small", data, o, seed=s, **kw) for s, o in zip(SEEDS, objs)]  # batch norm: not stackable
+    after_alone = torch.rand(3)
+    bar = Bar()
+    apart = train_models("cnn-small", data, objs, seeds=SEEDS, workers=2, progress=bar, **kw)
+    assert torch.equal(torch.rand(3), after_alone)
+    assert bar.n == len(SEEDS) * 2
+    for (ma, ha, acc_a), (mb, hb, acc_b) in zip(alone, apart, strict=True):
+        assert acc_b == acc_a and hb.records == ha.records and not mb.training
+        for (name, pa), pb in zip(ma.state_dict().items(), mb.state_dict().values()):
+            assert torch.equal(pa, pb), name
+
+
+def test_processes_are_used_on_a_gpu_only():
+    assert default_workers(10, "cpu") == 0 and default_workers(1, "cuda") == 0
+    assert 1 <= default_workers(10, "cuda") <= 8
