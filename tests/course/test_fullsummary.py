@@ -165,3 +165,10 @@ def test_a_notebooks_summary_entry_is_found_only_when_it_ran_ok(tmp_path):
     assert fullsummary.summary_entry(file, "01_a.ipynb")["wall_seconds"] == 50
     assert fullsummary.summary_entry(file, "02_b.ipynb") is None
     assert fullsummary.minutes(450) == "7 min 30 s" and fullsummary.minutes(45) == "45 s"
+
+
+def test_the_readmes_table_is_the_one_generated_from_the_committed_summary():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    summary = json.loads((ROOT / "results" / "full" / "summary.json").read_text(encoding="utf-8"))
+    start, end = readme.index(fullsummary.START) + len(fullsummary.START), readme.index(fullsummary.END)
+    assert readme[start:end] == "\n" + fullsummary.full_table(summary)  # run python -m kdtutorial readme-table
