@@ -315,8 +315,8 @@ def reproduction(results_dir: str | Path, archive: str | Path = ARCHIVE_FILE) ->
         within = sum(r["within_noise"] for r in rows)
         parts += [f"### {lesson}: {fresh['device']}, commit {fresh['commit']} ({fresh['wall']}) against the archived "
                   f"{old['device']}, commit {old['commit']} ({old['wall']})", "",
-                  f"{within} of {len(rows)} means within seed noise (|difference| <= 2 standard errors of the difference, plus "
-                  f"the printed precision).", "",
+                  f"{within} of {len(rows)} means within seed noise (|difference| <= 2 standard errors of the "
+                  f"difference, plus the printed precision).", "",
                   "| row | column | archived (seeds) | fresh (seeds) | difference | allowed | within noise |",
                   "|---|---|---|---|---|---|---|"]
         parts += [f"| {r['row']} | {r['column']} | {r['archived']} | {r['fresh']} | {r['difference']:+g} | "

@@ -113,10 +113,11 @@ def _decimals(text: str) -> int:
 
 
 def _rows(table: str) -> dict:
-    """``{(row, column): (mean, std, n, unit, as printed)}`` from a printed results table whose rows read ``name  n  mean ± std
-    ...`` (``kd.statistics.summarize``'s layout, under a header ``seeds  col1  col2``; a column without a header name is
-    numbered). ``unit``: the last printed digit's value (0.1 for ``88.6``). A table under a title line ``what = ...``
-    names its rows ``what: row``, so two tables of one cell (students, teachers) keep their rows apart."""
+    """``{(row, column): (mean, std, n, unit, as printed)}`` from a printed results table whose rows read
+    ``name  n  mean ± std ...`` (``kd.statistics.summarize``'s layout, under a header ``seeds  col1  col2``; a column
+    without a header name is numbered). ``unit``: the last printed digit's value (0.1 for ``88.6``). A table under a
+    title line ``what = ...`` names its rows ``what: row``, so two tables of one cell (students, teachers) keep their
+    rows apart."""
     rows, header, title = {}, [], ""
     for line in table.splitlines():
         words = line.split()

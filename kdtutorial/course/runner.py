@@ -475,7 +475,7 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
     ``parameters``, ``out_dir``, ``markdown`` (not written to the JSON), ``failed`` (count) and
     ``notebooks`` (one dict per notebook: name, status, seconds, wall_seconds, peak_mib, budget,
     within_budget, budget_overruns, metrics, output, error, device, software, commit, finished_at; the commit is
-    the checkout's, or ``$KDTUTORIAL_COMMIT`` where the tree has no ``.git``). ``merge``: merge this
+    :func:`run_commit`'s). ``merge``: merge this
     call's notebooks into the ``summary.json`` already in the output folder
     (:func:`kdtutorial.course.fullsummary.merge_summaries`), so several ``--only`` calls make one summary.
     """

@@ -1,6 +1,7 @@
-"""Vision models trained from a seed: ``train_model`` (one objective), ``train_models`` (the seeds of one
-configuration trained together, the same models as ``train_model`` per seed up to float32 rounding) and
-``train_annealing_kd`` (Annealing KD's two stages, Jafari et al., EACL 2021). Same seed, same initial weights. The
+"""Vision models trained from a seed: ``train_model`` (one objective), ``train_models`` and ``train_recipes`` (many
+``(seed, objective)`` pairs trained together, the same models as ``train_model`` per pair up to float32 rounding),
+``train_annealing_kd`` (Annealing KD's two stages, Jafari et al., EACL 2021) and ``train_annealing_kd_models`` (its
+seeds trained together). Same seed, same initial weights. The
 statistics over the seeds (mean ± sample std, tables, comparisons) are in :mod:`kdtutorial.common.statistics`.
 """
 from __future__ import annotations
@@ -38,8 +39,9 @@ def train_models(arch: str, data, objectives, *, seeds, epochs: int, lr: float =
     ``objectives``: one per seed (an objective with per-seed state, e.g. a teacher cache of that seed, goes with its
     seed; a stateless one may be repeated). The pairs may be the seeds of one recipe or of several: a lesson that
     compares recipes on the same data and architecture passes ``seeds * n_recipes`` with each recipe's objective
-    repeated, and the GPU trains all of them in one stacked pass. Each model is built as ``train_model`` builds it (``seed_everything(seed)``,
-    then ``models.build``), in seed order, and all of them are trained in one stacked pass per step
+    repeated, and the GPU trains all of them in one stacked pass. Each model is built as ``train_model`` builds it
+    (``seed_everything(seed)``, then ``models.build``), in seed order, and all of them are trained in one stacked pass
+    per step
     (:func:`~kdtutorial.vision.seedbatch.fit_seeds`: torch.func, one vmapped forward and backward, one Adam): each
     keeps its initial weights, batch order, objective and Adam state, and only the rounding of the batched matrix
     products differs (``tests/vision/test_experiments.py`` bounds it). An architecture that behaves differently in a
@@ -48,8 +50,7 @@ def train_models(arch: str, data, objectives, *, seeds, epochs: int, lr: float =
     at a time (:func:`~kdtutorial.vision.seedprocesses.train_in_processes`; ``workers``: how many, default
     :func:`~kdtutorial.vision.seedprocesses.default_workers`, 0 for one after another in this process).
     ``progress``: an open ``tqdm`` bar advanced by one per model and epoch, as ``train_model`` per seed advances it.
-    Returns ``[(model, history, test_accuracy),
-    ...]`` in seed order.
+    Returns ``[(model, history, test_accuracy), ...]`` in seed order.
     """
     seeds, objectives = [int(s) for s in seeds], list(objectives)
     if not seeds or len(objectives) != len(seeds):
@@ -64,10 +65,7 @@ def train_models(arch: str, data, objectives, *, seeds, epochs: int, lr: float =
         if workers > 0:
             return train_in_processes(arch, data, objectives, seeds, workers=workers, **common)
         return [train_model(arch, data, obj, seed=s, **common) for s, obj in zip(seeds, objectives)]
-    built = []
-    for s in seeds:  # in seed order, as train_model per seed: the global random state ends where that loop leaves it
-        seed_everything(s)
-        built.append(models.build(arch, data.input_shape, data.n_classes))
+    built = _build_in_seed_order(arch, data, seeds)
     if progress is not None:
         common["progress"] = _Advance(progress, len(built))
     histories = fit_seeds(built, data.train, objectives, seeds=seeds, **common)
@@ -90,6 +88,26 @@ def train_recipes(arch: str, data, recipes: dict, *, seeds, epochs: int, **kwarg
     runs = train_models(arch, data, [o for objs in per_seed.values() for o in objs], seeds=seeds * len(per_seed),
                         epochs=epochs, **kwargs)
     return {name: runs[i * len(seeds) : (i + 1) * len(seeds)] for i, name in enumerate(per_seed)}
+
+
+def _build_in_seed_order(arch: str, data, seeds) -> list:
+    """Each seed's model as ``train_model`` builds it, in seed order: the global random state ends where the
+    one-at-a-time loop leaves it."""
+    built = []
+    for s in seeds:
+        seed_everything(s)
+        built.append(models.build(arch, data.input_shape, data.n_classes))
+    return built
+
+
+def _annealing_history(stage1, phis, stage2, stage1_epochs: int) -> History:
+    """Both stages' records in one sequence of epochs, each marked with its ``stage`` (and ``phi`` in stage I)."""
+    history = History()
+    for row, p in zip(stage1.records, phis):
+        history.add(**row, stage=1, phi=p)
+    for row in stage2.records:
+        history.add(**{**row, "epoch": row["epoch"] + stage1_epochs}, stage=2)
+    return history
 
 
 class _Advance:
@@ -118,13 +136,8 @@ def train_annealing_kd(arch: str, data, cache, schedule, *, seed: int, stage2_ep
     stage1 = fit(model, data.train, objective, epochs=schedule.stage1_epochs, lr=stage1_lr, seed=seed,
                  on_epoch_start=objective.start_epoch, **common)
     stage2 = fit(model, data.train, CrossEntropy(), epochs=stage2_epochs, lr=lr, seed=seed + 1, **common)
-    history = History()
-    for row, p in zip(stage1.records, objective.phis_seen):
-        history.add(**row, stage=1, phi=p)
-    for row in stage2.records:
-        history.add(**{**row, "epoch": row["epoch"] + schedule.stage1_epochs}, stage=2)
+    history = _annealing_history(stage1, objective.phis_seen, stage2, schedule.stage1_epochs)
     return model, history, evaluate(model, data.test, device)
-
 
 
 
@@ -143,10 +156,7 @@ def train_annealing_kd_models(arch: str, data, cache, schedule, *, seeds, stage2
     except ValueError:
         return [train_annealing_kd(arch, data, cache, schedule, seed=s, stage2_epochs=stage2_epochs,
                                    stage1_lr=stage1_lr, lr=lr, progress=progress, **common) for s in seeds]
-    built = []
-    for s in seeds:
-        seed_everything(s)
-        built.append(models.build(arch, data.input_shape, data.n_classes))
+    built = _build_in_seed_order(arch, data, seeds)
     objs = [AnnealedLogits(cache, schedule) for _ in seeds]
     if progress is not None:
         common["progress"] = _Advance(progress, len(built))
@@ -159,12 +169,5 @@ def train_annealing_kd_models(arch: str, data, cache, schedule, *, seeds, stage2
                        on_epoch_start=start_epoch, **common)
     stage2 = fit_seeds(built, data.train, [CrossEntropy()] * len(seeds), seeds=[s + 1 for s in seeds],
                        epochs=stage2_epochs, lr=lr, **common)
-    out = []
-    for model, objective, h1, h2 in zip(built, objs, stage1, stage2):
-        history = History()
-        for row, p in zip(h1.records, objective.phis_seen):
-            history.add(**row, stage=1, phi=p)
-        for row in h2.records:
-            history.add(**{**row, "epoch": row["epoch"] + schedule.stage1_epochs}, stage=2)
-        out.append((model, history, evaluate(model, data.test, device)))
-    return out
+    return [(model, _annealing_history(h1, objective.phis_seen, h2, schedule.stage1_epochs),
+             evaluate(model, data.test, device)) for model, objective, h1, h2 in zip(built, objs, stage1, stage2)]

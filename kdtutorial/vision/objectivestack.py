@@ -83,7 +83,8 @@ class _Group:
         if self.kind in ("kd", "akd"):
             self.teacher = first.cache.logits.to(device)
         if self.kind in ("kd", "vt"):
-            self.T, self.alpha, self.beta = column(lambda o: o.T), column(lambda o: o.alpha), column(lambda o: 1 - o.alpha)
+            self.T, self.alpha = column(lambda o: o.T), column(lambda o: o.alpha)
+            self.beta = column(lambda o: 1 - o.alpha)
             self.T2 = column(lambda o: o.T**2)
         if self.kind == "kd":
             self.use_labels = first.use_labels
@@ -143,7 +144,8 @@ class ObjectiveStack:
                 looped.append(k)
             else:
                 groups.setdefault(key, []).append(k)
-        self.groups = [_Group(key, [self.objectives[k] for k in rows], rows, n_classes, device) for key, rows in groups.items()]
+        self.groups = [_Group(key, [self.objectives[k] for k in rows], rows, n_classes, device)
+                       for key, rows in groups.items()]
         #: the positions of the objectives computed one model at a time (a kind this module does not group)
         self.looped = looped
 

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdtutorial.vision.objectivestack import stack_objectives
-from kdtutorial.vision.training import History
+from kdtutorial.vision.training import History, epoch_order
 
 __all__ = ["fit_seeds", "check_batchable"]
 
@@ -92,8 +92,8 @@ def fit_seeds(models, train_set, objectives, *, seeds, epochs: int, lr: float = 
             if on_epoch_start is not None:
                 on_epoch_start(epoch)
             stack.start_epoch()
-            # each model's order for the epoch, drawn as fit draws it (batches() with its own generator), [K, n]
-            orders = torch.stack([torch.randperm(len(x), generator=g) for g in generators]).to(device)
+            # each model's order for the epoch, drawn as fit draws it from the model's own generator, [K, n]
+            orders = torch.stack([epoch_order(len(x), True, g) for g in generators]).to(device)
             totals = torch.zeros(len(models), dtype=torch.float64, device=device)
             for start in range(0, len(x), batch_size):
                 idx = orders[:, start : start + batch_size]  # [K, B]: each model's own batch
@@ -104,10 +104,9 @@ def fit_seeds(models, train_set, objectives, *, seeds, epochs: int, lr: float = 
                 losses.sum().backward()
                 optimiser.step()
                 totals += losses.detach().double() * idx.shape[1]
-            count = len(x)
             accs = _accuracies(forward, params, buffers, val_set, device) if val_set is not None else None
             for k, history in enumerate(histories):
-                row = {"epoch": epoch, "loss": float(totals[k]) / count}
+                row = {"epoch": epoch, "loss": float(totals[k]) / len(x)}
                 if accs is not None:
                     row["val_acc"] = accs[k]
                 history.add(**row)

@@ -22,7 +22,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from kdtutorial.common.statistics import accuracy
 
-__all__ = ["History", "TeacherCache", "fingerprint", "predict_logits", "accuracy", "evaluate", "fit", "batches"]
+__all__ = ["History", "TeacherCache", "fingerprint", "predict_logits", "accuracy", "evaluate", "fit", "batches",
+           "epoch_order"]
 
 
 def fingerprint(x: torch.Tensor) -> str:
@@ -32,10 +33,14 @@ def fingerprint(x: torch.Tensor) -> str:
     return h.hexdigest()[:16]
 
 
+def epoch_order(n: int, shuffle: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The order in which one epoch visits ``range(n)``: a permutation drawn from ``generator``, or ``0..n-1``."""
+    return torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+
+
 def batches(n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None = None):
-    """Index tensors covering ``range(n)`` in chunks of ``batch_size``, shuffled with ``generator`` if asked."""
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    return order.split(batch_size)
+    """Index tensors covering ``range(n)`` in chunks of ``batch_size``, in :func:`epoch_order`."""
+    return epoch_order(n, shuffle, generator).split(batch_size)
 
 
 @torch.no_grad()

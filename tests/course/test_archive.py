@@ -36,7 +36,8 @@ def test_each_commit_named_archived_that_notebook():
         if "commit" not in source:  # archived by the runner: the commit it ran at, from summary.json
             entry = json.loads((RESULTS / "summary.json").read_text())
             run = next(n for n in entry["notebooks"] if n["name"] == source["notebook"])
-            assert subprocess.run(["git", "merge-base", "--is-ancestor", run["commit"], "HEAD"], cwd=ROOT).returncode == 0
+            ancestor = subprocess.run(["git", "merge-base", "--is-ancestor", run["commit"], "HEAD"], cwd=ROOT)
+            assert ancestor.returncode == 0, f"{lesson}: {run['commit']} is not in this history"
             continue
         changed = subprocess.run(["git", "show", "--name-only", "--format=%ad", "--date=short", source["commit"]],
                                  cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
@@ -135,7 +136,8 @@ def test_a_run_archived_by_the_runner_takes_commit_day_and_wall_time_from_the_su
 def test_reproduction_compares_a_rerun_lesson_with_its_archived_table(tmp_path):
     records = json.loads(archive.ARCHIVE_FILE.read_text())
     old = records["04_annealing_kd"]
-    records["04_annealing_kd"] = {**old, "commit": "0000000", "table": old["table"].replace("83.3 ± 1.4", "86.3 ± 1.4")}
+    table = old["table"].replace("83.3 ± 1.4", "86.3 ± 1.4")
+    records["04_annealing_kd"] = {**old, "commit": "0000000", "table": table}
     file = tmp_path / "full_results.json"
     file.write_text(json.dumps(records))
     text = archive.reproduction(RESULTS, archive=file)
