@@ -14,7 +14,8 @@ from kdtutorial.vision.seedbatch import check_batchable, fit_seeds
 from kdtutorial.vision.seedprocesses import default_workers, train_in_processes
 from kdtutorial.vision.training import History, evaluate, fit
 
-__all__ = ["train_model", "train_models", "train_recipes", "train_annealing_kd", "train_annealing_kd_models"]
+__all__ = ["train_model", "train_models", "train_architectures", "train_recipes", "train_annealing_kd",
+           "train_annealing_kd_models"]
 
 
 def train_model(arch: str, data, objective, *, seed: int, epochs: int, lr: float = 1e-3, batch_size: int = 64,
@@ -70,6 +71,24 @@ def train_models(arch: str, data, objectives, *, seeds, epochs: int, lr: float =
         common["progress"] = _Advance(progress, len(built))
     histories = fit_seeds(built, data.train, objectives, seeds=seeds, **common)
     return [(model, history, evaluate(model, data.test, device)) for model, history in zip(built, histories)]
+
+
+def train_architectures(archs, data, objective, *, seed: int, epochs: int, device="cpu", workers: int | None = None,
+                        **kwargs) -> list:
+    """Several architectures trained with one objective from one seed (e.g. teachers of growing size): the results of
+    ``[train_model(a, data, objective, seed=seed, ...) for a in archs]``, bit for bit. Models of different shapes
+    cannot share a stack, so on a GPU each trains in a process of its own, all at once
+    (:func:`~kdtutorial.vision.seedprocesses.train_in_processes`; ``workers`` as in :func:`train_models`), and on
+    the CPU one after another. ``kwargs`` as :func:`train_model` takes them. Returns ``[(model, history,
+    test_accuracy), ...]`` in the order of ``archs``."""
+    archs = [str(a) for a in archs]
+    if not archs:
+        raise ValueError("train_architectures needs at least one architecture in archs")
+    workers = default_workers(len(archs), device) if workers is None else int(workers)
+    if workers > 0:
+        return train_in_processes(archs, data, [objective] * len(archs), [seed] * len(archs), workers=workers,
+                                  epochs=epochs, device=device, **kwargs)
+    return [train_model(a, data, objective, seed=seed, epochs=epochs, device=device, **kwargs) for a in archs]
 
 
 def train_recipes(arch: str, data, recipes: dict, *, seeds, epochs: int, **kwargs) -> dict:

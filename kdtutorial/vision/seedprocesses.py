@@ -32,36 +32,48 @@ def default_workers(n_runs: int, device) -> int:
     return max(1, min(n_runs, 8, (os.cpu_count() or 2) - 1))
 
 
+class _Quiet:
+    """A child's progress: none (its own ``tqdm`` bar would print into the notebook; the parent's bar counts)."""
+
+    def update(self, n: int = 1):
+        pass
+
+
 def _run(job):
-    """One seed in a child process: ``train_model`` as the loop calls it; the weights come back on the CPU."""
+    """One run in a child process: ``train_model`` as the loop calls it; the weights come back on the CPU."""
     from kdtutorial.vision.experiments import train_model
 
     arch, data, objective, seed, kwargs, threads = job
     torch.set_num_threads(threads)
-    model, history, accuracy = train_model(arch, data, objective, seed=seed, **kwargs)
+    model, history, accuracy = train_model(arch, data, objective, seed=seed, progress=_Quiet(), **kwargs)
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}, history, accuracy
 
 
-def train_in_processes(arch: str, data, objectives, seeds, *, workers: int, progress=None, **kwargs) -> list:
-    """``[train_model(arch, data, obj, seed=s, **kwargs) for s, obj in zip(seeds, objectives)]``, each in its own
-    process, ``workers`` at a time. ``progress``: an open ``tqdm`` bar, advanced by ``kwargs["epochs"]`` as each run
-    finishes (in seed order). Returns ``[(model, history, test_accuracy), ...]`` in seed order, each model on
+def train_in_processes(arch, data, objectives, seeds, *, workers: int, progress=None, **kwargs) -> list:
+    """``[train_model(a, data, obj, seed=s, **kwargs) for a, s, obj in zip(archs, seeds, objectives)]``, each in its
+    own process, ``workers`` at a time. ``arch``: one architecture for every run, or a list of one per run (e.g.
+    teachers of several sizes from one seed). ``progress``: an open ``tqdm`` bar, advanced by ``kwargs["epochs"]`` as
+    each run finishes (in order). Returns ``[(model, history, test_accuracy), ...]`` in order, each model on
     ``kwargs["device"]`` in eval mode."""
     from kdtutorial.common.environment import seed_everything
     from kdtutorial.vision import models
 
     seeds, objectives = [int(s) for s in seeds], list(objectives)
+    archs = [arch] * len(seeds) if isinstance(arch, str) else list(arch)
+    if not (len(archs) == len(seeds) == len(objectives)):
+        raise ValueError(f"train_in_processes needs one architecture, objective and seed per run: got {len(archs)} "
+                         f"architectures, {len(objectives)} objectives and {len(seeds)} seeds")
     device = kwargs.get("device", "cpu")
-    jobs = [(arch, data, obj, s, kwargs, torch.get_num_threads()) for s, obj in zip(seeds, objectives)]
+    jobs = [(a, data, obj, s, kwargs, torch.get_num_threads()) for a, s, obj in zip(archs, seeds, objectives)]
     out = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for state, history, accuracy in pool.map(_run, jobs):
+        for a, (state, history, accuracy) in zip(archs, pool.map(_run, jobs)):
             with torch.random.fork_rng(devices=[]):
-                model = models.build(arch, data.input_shape, data.n_classes)
+                model = models.build(a, data.input_shape, data.n_classes)
             model.load_state_dict(state)
             out.append((model.to(device).eval(), history, accuracy))
             if progress is not None:
                 progress.update(kwargs.get("epochs", 0))
     seed_everything(seeds[-1])  # the parent's CPU generator where the one-at-a-time loop leaves it
-    models.build(arch, data.input_shape, data.n_classes)
+    models.build(archs[-1], data.input_shape, data.n_classes)
     return out
