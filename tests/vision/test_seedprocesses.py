@@ -65,15 +65,19 @@ def test_processes_are_used_on_a_gpu_only():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_on_a_gpu_the_processes_give_the_loops_models():
-    """On a GPU (spawned children, each with its own CUDA context) the runs match the loop's; cuDNN may pick other
-    kernels in another process, so weights are compared to float32 rounding, not bit for bit."""
+def test_on_a_gpu_the_processes_train_the_loops_runs():
+    """On a GPU (spawned children, each with its own CUDA context) each process trains the loop's run: the same
+    initial weights, batch order and objective, so the same losses epoch by epoch up to rounding. Weights are not
+    compared: cuDNN's convolution gradients are not deterministic, and Adam turns the rounding noise of a gradient that
+    is zero in exact arithmetic (a convolution bias before batch norm) into steps of the full learning rate (an H100,
+    2 epochs: the first layer's bias apart by more than 1e-3 while the losses agree)."""
     data = load_vision("digits", n_train=200, n_val=60, n_test=100, seed=0)
     objs = [objectives.CrossEntropy(), objectives.LabelSmoothing(0.1)]
     kw = dict(epochs=2, batch_size=32, lr=3e-3, device="cuda")
     alone = [train_model("cnn-small", data, o, seed=s, **kw) for s, o in zip(SEEDS, objs)]
     apart = train_models("cnn-small", data, objs, seeds=SEEDS[:2], workers=2, **kw)
-    for (ma, _, acc_a), (mb, _, acc_b) in zip(alone, apart, strict=True):
-        assert abs(acc_a - acc_b) <= 2.0 and next(mb.parameters()).is_cuda
-        for (name, pa), pb in zip(ma.state_dict().items(), mb.state_dict().values()):
-            torch.testing.assert_close(pb, pa, rtol=1e-2, atol=1e-3, msg=name)
+    for (ma, ha, acc_a), (mb, hb, acc_b) in zip(alone, apart, strict=True):
+        assert abs(acc_a - acc_b) <= 2.0 and next(mb.parameters()).is_cuda and not mb.training
+        assert ha.column("epoch") == hb.column("epoch")
+        torch.testing.assert_close(torch.tensor(hb.column("loss")), torch.tensor(ha.column("loss")),
+                                   rtol=1e-3, atol=1e-4)
