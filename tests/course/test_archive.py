@@ -48,7 +48,8 @@ def test_each_commit_named_archived_that_notebook():
 def test_beside_labels_the_archived_column_and_refuses_unknown_metrics():
     table = archive.beside("04_annealing_kd", {"seeds": 5, "scratch_acc": 94.2, "seed_std": 1.0},
                            live_label="quick run")
-    full = "full run: H100, 2026-12-06, 2449004"
+    run = archive.full_run("04_annealing_kd")
+    full = f"full run: H100, {run.date}, {run.commit}"  # the column names the archived run's device, day and commit
     assert list(table.columns) == ["quick run", full]
     assert table.loc["scratch (%)", "quick run"] == "94.2" and table.loc["scratch (%)", full] == "83.3"
     assert table.loc["TAKD (%)", "quick run"] == "-"
