@@ -1,14 +1,18 @@
-"""Seeds of a model that cannot be stacked, each trained in its own process on the same GPU.
+"""Runs that cannot be stacked (seeds of a model with dropout or batch norm, or models of different sizes), each
+trained in its own process on the same GPU.
 
 A model with dropout or batch normalisation cannot join the stacked pass of :mod:`kdtutorial.vision.seedbatch`
 exactly: its dropout masks would come from another random stream. Trained one seed after another on a GPU, such a
 small model leaves the GPU idle most of the time (each step is a few dozen tiny kernels, and launching them is the
 cost). :func:`train_in_processes` runs :func:`~kdtutorial.vision.experiments.train_model` for each seed in a process of
-its own (``spawn``), several at a time on the same device, so one process launches while another's kernels run. Each
+its own (``spawn``), several at a time on the same device, so one process launches while another's kernels run.
+Teachers of several sizes trained from one seed (lesson 04's capacity gap) go the same way
+(:func:`~kdtutorial.vision.experiments.train_architectures`). Measured on an H100 (README), the gain was small, probably
+because without MPS the processes take turns on the GPU and only their launching overlaps (not profiled). Each
 process does exactly what the one-at-a-time loop does for its seed: ``seed_everything(seed)`` (which seeds that
 process's CPU and CUDA generators), build, train, evaluate, with the parent's number of CPU threads. So each seed's
 model, history and test accuracy are the ones the loop gives (``tests/vision/test_seedprocesses.py`` checks them bit
-for bit on the CPU).
+for bit on the CPU, and the losses epoch by epoch on a GPU).
 
 The parent's CPU generator is left where the loop leaves it (after building the last seed's model); its CUDA generator
 is not advanced by the children's dropout. Every lesson seeds before it draws, so neither changes a result.
