@@ -66,11 +66,11 @@ SOURCES = {
                                    changed="STUDENTS all five, COMPARE_KD_LOSSES True, the intermediate scorers timed "
                                            "on the whole transfer set; its sections up to the students ran"),
                                        "small_students": dict(
-                                   notebook="06_qadsm_two_tower_small_students.ipynb", commit="4eb5853",
+                                   notebook="06_qadsm_two_tower_small_students.ipynb", commit="07b4568",
                                    date="2026-12-06", wall="6 min 24 s",
                                    table=("records, scores, servers = [], {}, {}", 'def mean_of(method, metric="roc_auc"):'),
                                    changed="STUDENTS ['TwinBERT-Tiny', 'TwinBERT_1L', 'TwinBERT_res'], MULTI_TEACHER [], "
-                                           "MLM_EPOCHS 0")}),
+                                           "MLM_EPOCHS 0 (run at commit 4eb5853, whose lesson 06 code is this one's)")}),
     "07_layer_distillation": dict(notebook="07_layer_distillation.ipynb", commit="5d40d14", date="2026-12-02",
                                   wall="8 min 16 s", table="PAPER_SIZE = {m: 4 if m >= 3 else 2",
                                   extras={"choices": dict(
