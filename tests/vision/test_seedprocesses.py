@@ -69,8 +69,8 @@ def test_on_a_gpu_the_processes_train_the_loops_runs():
     """On a GPU (spawned children, each with its own CUDA context) each process trains the loop's run: the same
     initial weights, batch order and objective, so the same losses epoch by epoch up to rounding. Weights are not
     compared: cuDNN's convolution gradients are not deterministic, and Adam turns the rounding noise of a gradient that
-    is zero in exact arithmetic (a convolution bias before batch norm) into steps of the full learning rate (an H100,
-    2 epochs: the first layer's bias apart by more than 1e-3 while the losses agree)."""
+    is zero in exact arithmetic (a convolution bias before batch norm) into steps of the full learning rate (on an H100
+    after 2 epochs the first layer's bias was apart by more than 1e-3; this loss check itself has not run on a GPU yet)."""
     data = load_vision("digits", n_train=200, n_val=60, n_test=100, seed=0)
     objs = [objectives.CrossEntropy(), objectives.LabelSmoothing(0.1)]
     kw = dict(epochs=2, batch_size=32, lr=3e-3, device="cuda")
