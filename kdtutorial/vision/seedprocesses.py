@@ -12,7 +12,7 @@ because without MPS the processes take turns on the GPU and only their launching
 process does exactly what the one-at-a-time loop does for its seed: ``seed_everything(seed)`` (which seeds that
 process's CPU and CUDA generators), build, train, evaluate, with the parent's number of CPU threads. So each seed's
 model, history and test accuracy are the ones the loop gives (``tests/vision/test_seedprocesses.py`` checks them bit
-for bit on the CPU, and the losses epoch by epoch on a GPU).
+for bit on the CPU; its GPU test, which compares the losses epoch by epoch, has not run on a GPU yet).
 
 The parent's CPU generator is left where the loop leaves it (after building the last seed's model); its CUDA generator
 is not advanced by the children's dropout. Every lesson seeds before it draws, so neither changes a result.
