@@ -709,6 +709,23 @@ def test_padded_batches_pad_to_each_batch_own_length():
         assert batch["special_tokens_mask"].dtype == torch.bool
 
 
+def test_pad_rows_equals_the_row_by_row_reference():
+    """The numpy padding gives the tensors a row-by-row loop gives: values, dtypes and shapes."""
+    rng = np.random.default_rng(7)
+    rows = [[CLS, *rng.integers(0, 40, size=int(n)).tolist(), SEP] for n in rng.integers(0, 12, size=50)]
+    for special in (frozenset({PAD, CLS, SEP}), frozenset()):
+        text = tokens.TokenizedText(rows, pad_id=PAD, special_ids=special)
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), PAD, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)], attention[i, : len(r)] = torch.tensor(r), 1
+        special_mask = (attention == 0) | torch.isin(ids, torch.tensor(sorted(special), dtype=torch.long))
+        batch = tokens.pad_rows(text, range(len(rows)))
+        for key, want in (("input_ids", ids), ("attention_mask", attention), ("special_tokens_mask", special_mask)):
+            assert batch[key].dtype == want.dtype and torch.equal(batch[key], want), key
+
+
 def test_padded_ids_hold_the_ids_pad_rows_gives():
     text = toy_text(17, seed=2)
     matrix = tokens.PaddedIds.from_text(text)
