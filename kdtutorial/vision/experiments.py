@@ -62,10 +62,7 @@ def train_models(arch: str, data, objectives, *, seeds, epochs: int, lr: float =
     try:
         check_batchable(models.build(arch, data.input_shape, data.n_classes))
     except ValueError:  # dropout or batch norm: one at a time, each seeded right before it is built and trained
-        workers = default_workers(len(seeds), device) if workers is None else int(workers)
-        if workers > 0:
-            return train_in_processes(arch, data, objectives, seeds, workers=workers, **common)
-        return [train_model(arch, data, obj, seed=s, **common) for s, obj in zip(seeds, objectives)]
+        return _one_at_a_time([arch] * len(seeds), data, objectives, seeds, workers, **common)
     built = _build_in_seed_order(arch, data, seeds)
     if progress is not None:
         common["progress"] = _Advance(progress, len(built))
@@ -84,11 +81,17 @@ def train_architectures(archs, data, objective, *, seed: int, epochs: int, devic
     archs = [str(a) for a in archs]
     if not archs:
         raise ValueError("train_architectures needs at least one architecture in archs")
-    workers = default_workers(len(archs), device) if workers is None else int(workers)
+    return _one_at_a_time(archs, data, [objective] * len(archs), [int(seed)] * len(archs), workers, epochs=epochs,
+                          device=device, **kwargs)
+
+
+def _one_at_a_time(archs, data, objectives, seeds, workers, **common) -> list:
+    """``train_model`` for each ``(arch, objective, seed)``: on a GPU each in a process of its own (``workers`` at a
+    time, default :func:`~kdtutorial.vision.seedprocesses.default_workers`), else one after another here."""
+    workers = default_workers(len(seeds), common.get("device", "cpu")) if workers is None else int(workers)
     if workers > 0:
-        return train_in_processes(archs, data, [objective] * len(archs), [seed] * len(archs), workers=workers,
-                                  epochs=epochs, device=device, **kwargs)
-    return [train_model(a, data, objective, seed=seed, epochs=epochs, device=device, **kwargs) for a in archs]
+        return train_in_processes(archs, data, objectives, seeds, workers=workers, **common)
+    return [train_model(a, data, obj, seed=s, **common) for a, obj, s in zip(archs, objectives, seeds)]
 
 
 def train_recipes(arch: str, data, recipes: dict, *, seeds, epochs: int, **kwargs) -> dict:

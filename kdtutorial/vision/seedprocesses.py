@@ -53,17 +53,16 @@ def _run(job):
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}, history, accuracy
 
 
-def train_in_processes(arch, data, objectives, seeds, *, workers: int, progress=None, **kwargs) -> list:
+def train_in_processes(archs, data, objectives, seeds, *, workers: int, progress=None, **kwargs) -> list:
     """``[train_model(a, data, obj, seed=s, **kwargs) for a, s, obj in zip(archs, seeds, objectives)]``, each in its
-    own process, ``workers`` at a time. ``arch``: one architecture for every run, or a list of one per run (e.g.
+    own process, ``workers`` at a time: one architecture, objective and seed per run (the seeds of one model, or
     teachers of several sizes from one seed). ``progress``: an open ``tqdm`` bar, advanced by ``kwargs["epochs"]`` as
     each run finishes (in order). Returns ``[(model, history, test_accuracy), ...]`` in order, each model on
     ``kwargs["device"]`` in eval mode."""
     from kdtutorial.common.environment import seed_everything
     from kdtutorial.vision import models
 
-    seeds, objectives = [int(s) for s in seeds], list(objectives)
-    archs = [arch] * len(seeds) if isinstance(arch, str) else list(arch)
+    archs, seeds, objectives = list(archs), [int(s) for s in seeds], list(objectives)
     if not (len(archs) == len(seeds) == len(objectives)):
         raise ValueError(f"train_in_processes needs one architecture, objective and seed per run: got {len(archs)} "
                          f"architectures, {len(objectives)} objectives and {len(seeds)} seeds")
