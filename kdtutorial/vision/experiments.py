@@ -11,7 +11,7 @@ from kdtutorial.vision import models
 from kdtutorial.common.environment import seed_everything
 from kdtutorial.vision.objectives import AnnealedLogits, CrossEntropy
 from kdtutorial.vision.seedbatch import check_batchable, fit_seeds
-from kdtutorial.vision.seedprocesses import default_workers, train_in_processes
+from kdtutorial.vision.seedprocesses import train_in_processes
 from kdtutorial.vision.training import History, evaluate, fit
 
 __all__ = ["train_model", "train_models", "train_architectures", "train_recipes", "train_annealing_kd",
@@ -33,7 +33,7 @@ def train_model(arch: str, data, objective, *, seed: int, epochs: int, lr: float
 
 def train_models(arch: str, data, objectives, *, seeds, epochs: int, lr: float = 1e-3, batch_size: int = 64,
                  weight_decay: float = 0.0, device="cpu", progress=None, amp: bool = False, val_set=None,
-                 workers: int | None = None) -> list:
+                 workers: int = 0) -> list:
     """``train_model`` for every ``(seed, objective)`` pair, all trained together: the same results as
     ``[train_model(arch, data, obj, seed=s, ...) for s, obj in zip(seeds, objectives)]`` up to float32 rounding.
 
@@ -47,9 +47,9 @@ def train_models(arch: str, data, objectives, *, seeds, epochs: int, lr: float =
     keeps its initial weights, batch order, objective and Adam state, and only the rounding of the batched matrix
     products differs (``tests/vision/test_experiments.py`` bounds it). An architecture that behaves differently in a
     stack (dropout, batch normalisation: :func:`~kdtutorial.vision.seedbatch.check_batchable`) is trained by
-    ``train_model`` itself, seed by seed (bit for bit its results): on a GPU each seed in a process of its own, several
-    at a time (:func:`~kdtutorial.vision.seedprocesses.train_in_processes`; ``workers``: how many, default
-    :func:`~kdtutorial.vision.seedprocesses.default_workers`, 0 for one after another in this process).
+    ``train_model`` itself, seed by seed (bit for bit its results), one after another in this process, or with
+    ``workers`` > 0 that many at a time, each in a process of its own
+    (:func:`~kdtutorial.vision.seedprocesses.train_in_processes`: measured slower on one H100, see there).
     ``progress``: an open ``tqdm`` bar advanced by one per model and epoch, as ``train_model`` per seed advances it.
     Returns ``[(model, history, test_accuracy), ...]`` in seed order.
     """
@@ -70,13 +70,12 @@ def train_models(arch: str, data, objectives, *, seeds, epochs: int, lr: float =
     return [(model, history, evaluate(model, data.test, device)) for model, history in zip(built, histories)]
 
 
-def train_architectures(archs, data, objective, *, seed: int, epochs: int, device="cpu", workers: int | None = None,
+def train_architectures(archs, data, objective, *, seed: int, epochs: int, device="cpu", workers: int = 0,
                         **kwargs) -> list:
     """Several architectures trained with one objective from one seed (e.g. teachers of growing size): the results of
     ``[train_model(a, data, objective, seed=seed, ...) for a in archs]``, bit for bit. Models of different shapes
-    cannot share a stack, so on a GPU each trains in a process of its own, all at once
-    (:func:`~kdtutorial.vision.seedprocesses.train_in_processes`; ``workers`` as in :func:`train_models`), and on
-    the CPU one after another. ``kwargs`` as :func:`train_model` takes them. Returns ``[(model, history,
+    cannot share a stack, so they train one after another (or with ``workers`` > 0 each in a process of its own,
+    :func:`~kdtutorial.vision.seedprocesses.train_in_processes`, as in :func:`train_models`). ``kwargs`` as :func:`train_model` takes them. Returns ``[(model, history,
     test_accuracy), ...]`` in the order of ``archs``."""
     archs = [str(a) for a in archs]
     if not archs:
@@ -86,9 +85,11 @@ def train_architectures(archs, data, objective, *, seed: int, epochs: int, devic
 
 
 def _one_at_a_time(archs, data, objectives, seeds, workers, **common) -> list:
-    """``train_model`` for each ``(arch, objective, seed)``: on a GPU each in a process of its own (``workers`` at a
-    time, default :func:`~kdtutorial.vision.seedprocesses.default_workers`), else one after another here."""
-    workers = default_workers(len(seeds), common.get("device", "cpu")) if workers is None else int(workers)
+    """``train_model`` for each ``(arch, objective, seed)``: one after another here, or with ``workers`` > 0 each in a
+    process of its own, ``workers`` at a time."""
+    workers = int(workers)
+    if workers < 0:
+        raise ValueError(f"workers = {workers} is not allowed: 0 (one after another) or a number of processes")
     if workers > 0:
         return train_in_processes(archs, data, objectives, seeds, workers=workers, **common)
     return [train_model(a, data, obj, seed=s, **common) for a, obj, s in zip(archs, objectives, seeds)]

@@ -1,18 +1,19 @@
 """Runs that cannot be stacked (seeds of a model with dropout or batch norm, or models of different sizes), each
-trained in its own process on the same GPU.
+trained in its own process on the same GPU: an option (``workers=`` of
+:func:`~kdtutorial.vision.experiments.train_models` and :func:`~kdtutorial.vision.experiments.train_architectures`),
+not the default.
 
 A model with dropout or batch normalisation cannot join the stacked pass of :mod:`kdtutorial.vision.seedbatch`
-exactly: its dropout masks would come from another random stream. Trained one seed after another on a GPU, such a
-small model leaves the GPU idle most of the time (each step is a few dozen tiny kernels, and launching them is the
-cost). :func:`train_in_processes` runs :func:`~kdtutorial.vision.experiments.train_model` for each seed in a process of
-its own (``spawn``), several at a time on the same device, so one process launches while another's kernels run.
-Teachers of several sizes trained from one seed (lesson 04's capacity gap) go the same way
-(:func:`~kdtutorial.vision.experiments.train_architectures`). Measured on an H100 (README), the gain was small, probably
-because without MPS the processes take turns on the GPU and only their launching overlaps (not profiled). Each
-process does exactly what the one-at-a-time loop does for its seed: ``seed_everything(seed)`` (which seeds that
-process's CPU and CUDA generators), build, train, evaluate, with the parent's number of CPU threads. So each seed's
-model, history and test accuracy are the ones the loop gives (``tests/vision/test_seedprocesses.py`` checks them bit
-for bit on the CPU; its GPU test, which compares the losses epoch by epoch, has not run on a GPU yet).
+exactly: its dropout masks would come from another random stream. :func:`train_in_processes` runs
+:func:`~kdtutorial.vision.experiments.train_model` for each run in a process of its own (``spawn``), several at a time
+on the same device, in the hope that one process launches kernels while another's run. On one H100 it did not pay:
+8 CNN-teacher runs of 4 epochs took 17.5 s one after another, 19.1 s in 4 processes and 21.3 s in 8
+(``benchmarks/cnn_seed_processes.py``, ``results/full/vision_seed_processes_h100.jsonl``; without MPS the processes
+take turns on the GPU), so the lessons train such runs one after another. Each process does exactly what the
+one-at-a-time loop does for its run: ``seed_everything(seed)`` (which seeds that process's CPU and CUDA generators),
+build, train, evaluate, with the parent's number of CPU threads. So each run's model, history and test accuracy are
+the ones the loop gives (``tests/vision/test_seedprocesses.py`` checks them bit for bit on the CPU, and on the H100 its
+GPU test found the same losses epoch by epoch up to rounding).
 
 The parent's CPU generator is left where the loop leaves it (after building the last seed's model); its CUDA generator
 is not advanced by the children's dropout. Every lesson seeds before it draws, so neither changes a result.
@@ -25,15 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
-__all__ = ["train_in_processes", "default_workers"]
-
-
-def default_workers(n_runs: int, device) -> int:
-    """How many processes :func:`train_in_processes` uses by default: none on the CPU (the loop is as fast there),
-    else one per run, at most 8 and at most one per CPU core but one."""
-    if torch.device(device).type != "cuda" or n_runs < 2:
-        return 0
-    return max(1, min(n_runs, 8, (os.cpu_count() or 2) - 1))
+__all__ = ["train_in_processes"]
 
 
 class _Quiet:

@@ -146,8 +146,13 @@ def fit(
             # the epoch's loss is summed on the device in float64: no host synchronisation per step, and the same
             # float64 additions of the same float32 losses as summing loss.item() on the host would do
             total, count = torch.zeros((), dtype=torch.float64, device=device), 0
-            for idx in batches(len(x), batch_size, shuffle=True, generator=generator):
-                idx_dev = idx.to(device)
+            # the epoch's order goes to the device once: copying each batch's indices from the host would make the
+            # host wait for the GPU at every step (a blocking copy synchronises the stream), so that launching the
+            # next step's kernels could never overlap running this one's. The batches are those of ``batches``.
+            order = epoch_order(len(x), True, generator)
+            order_dev = order.to(device)
+            for start in range(0, len(order), batch_size):
+                idx, idx_dev = order[start : start + batch_size], order_dev[start : start + batch_size]
                 ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
                 with ctx:
                     logits = model(x[idx_dev])

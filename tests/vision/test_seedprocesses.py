@@ -7,7 +7,6 @@ import torch
 from kdtutorial.vision import objectives
 from kdtutorial.vision.data import load_vision
 from kdtutorial.vision.experiments import train_architectures, train_model, train_models
-from kdtutorial.vision.seedprocesses import default_workers
 from kdtutorial.vision.training import TeacherCache
 
 SEEDS = [3, 4, 5]
@@ -59,9 +58,9 @@ def test_runs_without_an_architecture_are_refused():
         train_architectures([], None, objectives.CrossEntropy(), seed=0, epochs=1)
 
 
-def test_processes_are_used_on_a_gpu_only():
-    assert default_workers(10, "cpu") == 0 and default_workers(1, "cuda") == 0
-    assert 1 <= default_workers(10, "cuda") <= 8
+def test_a_negative_number_of_workers_is_refused():
+    with pytest.raises(ValueError, match="workers = -1"):
+        train_architectures(["mlp-small"], None, objectives.CrossEntropy(), seed=0, epochs=1, workers=-1)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -131,3 +131,24 @@ def test_device_resolution():
             resolve_device("cuda")
 
 
+
+
+def test_fit_visits_the_batches_of_batches_with_their_own_examples(digits):
+    """fit copies each epoch's order to the device once and slices it there; the objective must still see the
+    batches ``batches(n, batch_size, shuffle=True, generator)`` gives, epoch after epoch, and the labels of exactly
+    those examples."""
+    seen = []
+
+    def recording(logits, labels, indices):
+        seen.append((indices.clone(), labels.cpu().clone()))
+        return losses.hard_cross_entropy(logits, labels)
+
+    seed_everything(0)
+    model = models.build("mlp-small", digits.input_shape, digits.n_classes)
+    fit(model, digits.train, recording, epochs=2, batch_size=64, seed=5)
+    generator = torch.Generator().manual_seed(5)
+    expected = [b for _ in range(2) for b in batches(len(digits.train), 64, shuffle=True, generator=generator)]
+    assert len(seen) == len(expected)
+    for (indices, labels), want in zip(seen, expected):
+        assert torch.equal(indices, want)
+        assert torch.equal(labels, digits.train.y[want])
