@@ -9,7 +9,8 @@ The package has one folder per part of the course; parts depend one way only
 * ``vision``   lessons 01, 02, 04: digits / Fashion-MNIST, MLP and CNN models, the vision training loop,
                objectives binding the losses to cached teacher outputs, multi-seed experiments
 * ``text``     lessons 03, 05, 07, 09, 10: model resolution, tokenised batches, the text training loop (``optim``),
-               layer-copied students, DistilBERT's losses, masked-LM pre-training, fine-tuning, MATE-KD, SST-2,
+               layer-copied students, DistilBERT's losses, masked-LM pre-training, fine-tuning, DistilBERT's two
+               stages for several variants, independent runs in processes sharing a GPU, MATE-KD, SST-2,
                layer maps and intermediate-layer losses (PKD, TinyBERT, CKD, ALP-KD), GLUE tasks and scores
                (SST-2, RTE, MRPC, CoLA), unlabelled sentence pools, leakage checks, cached sentence embeddings,
                retrieval (exact vector index, TF-IDF), Minimax-kNN selection and kNN-augmented KD, Annealing KD on
@@ -40,7 +41,8 @@ MODULES = {
                     "vision"),
     **dict.fromkeys(("hub", "tokens", "optim", "students", "distilbert", "pretraining", "finetuning", "matekd", "sst2",
                      "layers", "intermediate", "layerdistil", "layercompare", "glue", "pool", "leakage", "embedcache",
-                     "retrieval", "minimax", "knnaug", "annealing", "allmethods", "openproblems"),
+                     "retrieval", "minimax", "knnaug", "annealing", "allmethods", "openproblems", "processes",
+                     "twostage"),
                     "text"),
     **dict.fromkeys(("qadsm", "transfer", "crossencoder", "twotower", "rankers", "relevance", "metrics", "scaling",
                      "leanscorer", "domainmlm", "studentkinds"),

@@ -25,12 +25,8 @@ augments single sentences only, so this extension is ours.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import copy
-import dataclasses
 import hashlib
-import io
-import os
 import time
 from dataclasses import dataclass
 
@@ -44,12 +40,12 @@ from kdtutorial.common.statistics import mean_std, paired
 from kdtutorial.text import glue
 from kdtutorial.text.annealing import train_annealing_text, train_annealing_mate
 from kdtutorial.text.knnaug import Augmentation, KnnData, KnnSetting, knn_data_from_tokens, train_knn_student
-from kdtutorial.text.finetuning import SentenceClassifier
 from kdtutorial.text.layercompare import Task, build_task, fine_tune_teacher, new_student
 from kdtutorial.text.layerdistil import distil_with_layers
 from kdtutorial.text.layers import layer_map
 from kdtutorial.text.matekd import train_mate_kd, unused_token_ids
 from kdtutorial.text.pretraining import fit_mlm_head
+from kdtutorial.text.processes import run_jobs
 from kdtutorial.text.retrieval import ExactEmbeddingIndex
 from kdtutorial.text.students import copy_layers_student, encoder_layers
 from kdtutorial.text.tokens import tokenize, tokenize_sentence_pairs
@@ -334,88 +330,22 @@ def check_same_budget(records, updates: int) -> None:
             raise AssertionError(f"{task}: student updates differ from {updates}: {wrong}")
 
 
-#: a worker process's prepared tasks, set once by its initializer (:func:`run_students` with ``workers > 1``); the
-#: main process never reads it
-_WORKER_PREPARED: dict = {}
-
-
-def _module_spec(m):
-    """A model as ``(kind, ...)`` of plain parts (class, config, weights): transformers models carry forward hooks
-    that do not survive pickling, so a worker rebuilds each model from its config and loads the weights."""
-    if m is None:
-        return None
-    state = {k: v.detach().cpu() for k, v in m.state_dict().items()}
-    if isinstance(m, SentenceClassifier):
-        return ("classifier", _module_spec(m.encoder), m.head.out_features, m.dropout.p, state)
-    return ("model", type(m), m.config, state)
-
-
-def _load_checked(model, state):
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any("pooler" not in k for k in missing):  # a fresh BERT has a pooler the encoder did not keep
-        raise RuntimeError(f"rebuilding {type(model).__name__}: missing {missing}, unexpected {unexpected}")
-    return model
-
-
-def _module_from(spec):
-    if spec is None:
-        return None
-    if spec[0] == "classifier":
-        _, encoder, n_classes, dropout, state = spec
-        return _load_checked(SentenceClassifier(_module_from(encoder), n_classes=n_classes, dropout=dropout), state)
-    _, cls, config, state = spec
-    return _load_checked(cls(config), state)
-
-
-def _worker_start(payload: bytes, threads: int) -> None:
-    torch.set_num_threads(threads)
-    _WORKER_PREPARED.clear()
-    for key, (prep, specs) in torch.load(io.BytesIO(payload), weights_only=False).items():
-        models = {name: _module_from(spec) for name, spec in specs.items()}
-        models["teacher"].eval().requires_grad_(False)
-        _WORKER_PREPARED[key] = dataclasses.replace(prep, **models)
-
-
-def _worker_job(job) -> dict:
+def _student_job(prepared: dict, job) -> dict:
     key, method, seed, setting = job
-    return train_one(method, _WORKER_PREPARED[key], seed, setting)
-
-
-def _portable(prep: Prepared):
-    """``(prep without its models, their specs)``: what is sent to a worker."""
-    specs = {name: _module_spec(getattr(prep, name)) for name in ("teacher", "pretrained", "generator")}
-    return dataclasses.replace(prep, teacher=None, pretrained=None, generator=None), specs
+    return train_one(method, prepared[key], seed, setting)
 
 
 def run_students(prepared: dict, jobs, *, workers: int = 1, progress=None) -> list:
     """Train the students ``jobs`` (``(key of prepared, method, seed, setting)`` each, :func:`train_one`) and return
     their records in the order of ``jobs``.
 
-    ``workers > 1`` trains that many students at a time in separate processes on the same device: a small
-    student's step is bound by the CPU launching GPU kernels, so several processes keep one GPU busier. Each process
-    receives the prepared tasks once (data, model configs and weights; it rebuilds the models) and seeds every
-    student itself, so a record does not
-    depend on which process trained it (up to a GPU's run-to-run variation); wall times are then measured while
-    sharing the device. ``progress``: a tqdm bar advanced once per student."""
-    jobs = list(jobs)
-    if workers <= 1:
-        records = []
-        for key, method, seed, setting in jobs:
-            records.append(train_one(method, prepared[key], seed, setting))
-            if progress is not None:
-                progress.update(1)
-        return records
-    buffer = io.BytesIO()
-    torch.save({k: _portable(p) for k, p in prepared.items()}, buffer)
-    threads = max(1, (os.cpu_count() or 2) // workers)
-    context = torch.multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
-                                                initargs=(buffer.getvalue(), threads)) as pool:
-        futures = [pool.submit(_worker_job, job) for job in jobs]
-        for _ in concurrent.futures.as_completed(futures):
-            if progress is not None:
-                progress.update(1)
-        return [f.result() for f in futures]
+    ``workers > 1`` trains that many students at a time in separate processes on the same device
+    (:func:`~kdtutorial.text.processes.run_jobs`): a small student's step is bound by the CPU launching GPU kernels,
+    so several processes keep one GPU busier. Each process receives the prepared tasks once (data, model configs and
+    weights; it rebuilds the models) and :func:`train_one` seeds every student itself, so a record does not depend on
+    which process trained it (up to a GPU's run-to-run variation); wall times are then measured while sharing the
+    device. ``progress``: a tqdm bar advanced once per student."""
+    return run_jobs(_student_job, prepared, jobs, workers=workers, progress=progress)
 
 
 def compare_all(prepared: dict, methods, seeds, setting: AllSetting, *, workers: int = 1, progress=None) -> list:
