@@ -42,7 +42,7 @@ MODULES = {
     **dict.fromkeys(("hub", "tokens", "optim", "students", "distilbert", "pretraining", "finetuning", "matekd", "sst2",
                      "layers", "intermediate", "layerdistil", "layercompare", "glue", "pool", "leakage", "embedcache",
                      "retrieval", "minimax", "knnaug", "annealing", "allmethods", "openproblems", "processes",
-                     "twostage"),
+                     "twostage", "materuns"),
                     "text"),
     **dict.fromkeys(("qadsm", "transfer", "crossencoder", "twotower", "rankers", "relevance", "metrics", "scaling",
                      "leanscorer", "domainmlm", "studentkinds"),

@@ -135,6 +135,7 @@ def run_jobs(fn, shared, jobs, *, workers: int = 1, threads: int | None = None, 
     if not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers = {workers!r} is not allowed: 0 or 1 (one after another here) or a number of "
                          "processes")
+    workers = min(workers, len(jobs))  # no idle processes; one job runs here
     if workers <= 1:
         results = []
         for job in jobs:

@@ -108,9 +108,11 @@ def run_variant(shared: TwoStage, job) -> dict:
     return out
 
 
-def run_variants(shared: TwoStage, variants: dict, *, workers: int = 1, progress=None) -> list:
+def run_variants(shared: TwoStage, variants: dict, *, workers: int = 1, threads: int | None = None,
+                 progress=None) -> list:
     """:func:`run_variant` for every variant, in order; ``workers > 1`` runs that many at a time in processes on the
-    same device (:func:`~kdtutorial.text.processes.run_jobs`: the same results, up to a GPU's run-to-run variation).
+    same device (:func:`~kdtutorial.text.processes.run_jobs`, with ``threads`` CPU threads each: the same results, up to
+    a GPU's run-to-run variation).
     ``progress``: a tqdm bar advanced once per variant."""
     check_variants(variants)
-    return run_jobs(run_variant, shared, list(variants.items()), workers=workers, progress=progress)
+    return run_jobs(run_variant, shared, list(variants.items()), workers=workers, threads=threads, progress=progress)

@@ -109,7 +109,7 @@ def test_every_variant_runs_and_keeps_what_it_is_asked_to(two_stage):
 def test_a_variant_is_the_same_in_a_process(two_stage):
     pick = {k: VARIANTS[k] for k in ("distilled", "internal")}
     here = twostage.run_variants(two_stage, pick)
-    there = twostage.run_variants(two_stage, pick, workers=2)
+    there = twostage.run_variants(two_stage, pick, workers=2, threads=torch.get_num_threads())
     for a, b in zip(here, there):
         assert a["records"] == b["records"]
         assert a["log"] == b["log"]
