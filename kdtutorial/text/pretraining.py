@@ -15,12 +15,12 @@ import torch
 from tqdm.auto import tqdm
 
 from kdtutorial.common.environment import release_memory
-from kdtutorial.text.optim import optimiser_kernels
+from kdtutorial.text.optim import optimiser_kernels, to_device
 from kdtutorial.text.distilbert import IGNORE_INDEX, check_weights, distillation_loss, mask_tokens
 from kdtutorial.text.tokens import padded_batches
 from kdtutorial.common.environment import autocast
 
-__all__ = ["autocast", "masked_lm_outputs", "masked_hidden_states", "mlm_head_parameters", "fit_mlm_head", "masked_token_accuracy", "general_distillation"]
+__all__ = ["autocast", "masked_lm_outputs", "masked_hidden_states", "mlm_head_parameters", "fit_mlm_head", "masked_token_accuracy", "general_distillation", "masked_positions"]
 
 
 def _masking(batch, model, generator, mask_token_id):
@@ -31,12 +31,25 @@ def _masking(batch, model, generator, mask_token_id):
 def masked_lm_outputs(model, inputs, keep, attentions: bool = False) -> SimpleNamespace:
     """Encoder outputs plus vocabulary logits at the ``keep`` positions only, as ``[n_kept, vocab]``.
 
-    Projecting every position onto the 30k-word vocabulary would cost more than the encoder itself.
+    Projecting every position onto the 30k-word vocabulary would cost more than the encoder itself. ``keep``: a
+    boolean ``[batch, seq]`` mask, or the same positions as flat indices into ``batch * seq`` in row-major order
+    (:func:`masked_positions`: the same rows, found on the host, so the GPU need not be waited for).
     """
     base = model.base_model(**inputs, output_hidden_states=True, output_attentions=attentions)
-    logits = model.cls(base.last_hidden_state[keep])
+    hidden = base.last_hidden_state
+    chosen = hidden[keep] if keep.dtype == torch.bool else hidden.flatten(0, 1).index_select(0, keep)
+    logits = model.cls(chosen)
     return SimpleNamespace(logits=logits, hidden_states=base.hidden_states,
                            attentions=base.attentions if attentions else None)
+
+
+def masked_positions(labels: torch.Tensor, device) -> tuple:
+    """``(positions, targets)`` on ``device`` for host ``labels`` ``[batch, seq]`` (``IGNORE_INDEX`` where nothing is
+    predicted): the flat row-major indices of the predicted tokens and their target ids, in the order boolean-mask
+    indexing gives them. Found on the host and sent without waiting: selecting with a boolean mask on the GPU makes
+    the host wait for the GPU (the number of rows must be known)."""
+    keep = labels != IGNORE_INDEX
+    return to_device(keep.flatten().nonzero().squeeze(1), device), to_device(labels[keep], device)
 
 
 def mlm_head_parameters(model) -> list:
@@ -97,15 +110,17 @@ def fit_mlm_head(model, text, *, mask_token_id: int, epochs: int = 10, lr: float
     losses = []
     try:
         for _ in tqdm(range(epochs), desc="fit MLM head", leave=False, disable=not progress):
-            total = 0.0
-            for rows in torch.randperm(len(hidden), generator=generator).split(batch_size):
-                rows = rows.to(device)
+            # the epoch's order goes to the device once, and the loss is summed there in float64 (the same float64
+            # additions as summing loss.item() on the host): no step waits for the GPU
+            order = to_device(torch.randperm(len(hidden), generator=generator), device)
+            total = torch.zeros((), dtype=torch.float64, device=device)
+            for rows in order.split(batch_size):
                 loss = torch.nn.functional.cross_entropy(model.cls(hidden[rows]).float(), targets[rows])
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
-                total += loss.item() * len(rows)
-            losses.append(total / len(hidden))
+                total += loss.detach().double() * len(rows)
+            losses.append(total.item() / len(hidden))
     finally:
         for p, flag in trainable.items():
             p.requires_grad_(flag)
@@ -173,20 +188,22 @@ def general_distillation(teacher, student, text, *, mask_token_id: int, weights=
                 if len(log) >= steps:
                     break
                 masked, labels = _masking(batch, student, generator, mask_token_id)
-                inputs = {"input_ids": masked.to(device), "attention_mask": batch["attention_mask"].to(device)}
-                labels = labels.to(device)
-                keep = labels != IGNORE_INDEX
+                inputs = {"input_ids": to_device(masked, device),
+                          "attention_mask": to_device(batch["attention_mask"], device)}
+                keep, targets = masked_positions(labels, device)
                 with torch.no_grad(), autocast(device, amp):
                     t_out = masked_lm_outputs(teacher, inputs, keep, need_attn)
                 with autocast(device, amp):
                     s_out = masked_lm_outputs(student, inputs, keep, need_attn)
-                result = distillation_loss(s_out, t_out, labels[keep], inputs["attention_mask"],
+                result = distillation_loss(s_out, t_out, targets, inputs["attention_mask"],
                                            weights=weights, T=T, layers=layers)
                 optimiser.zero_grad(set_to_none=True)
                 result.total.backward()
                 optimiser.step()
-                log.append({"step": len(log) + 1, "loss": result.total.item(), **result.parts})
+                log.append((result.total.detach(), result.terms))  # read after the loop: no wait per step
                 bar.update(1)
+    log = [{"step": i + 1, "loss": total.item(), **{k: v.item() for k, v in terms.items()}}
+           for i, (total, terms) in enumerate(log)]
     for p, flag in teacher_trainable.items():
         p.requires_grad_(flag)
     student.eval()

@@ -841,6 +841,25 @@ def test_general_distillation_release_weights():
     assert len(log) == 6 and set(log[0]) == {"step", "loss", "ce"}
 
 
+def test_masked_positions_select_the_rows_a_boolean_mask_selects():
+    """The host-side positions give the same rows, targets and logits as indexing with the boolean mask on the
+    device (what general_distillation did before: that made the host wait for the GPU at every step)."""
+    teacher = tiny_teacher(seed=6)
+    _, batch = next(tokens.padded_batches(toy_text(12, seed=6), 12))
+    masked, labels = distilbert.mask_tokens(batch["input_ids"], batch["special_tokens_mask"], mask_token_id=MASK,
+                                            vocab_size=teacher.config.vocab_size,
+                                            generator=torch.Generator().manual_seed(1))
+    positions, targets = pretraining.masked_positions(labels, "cpu")
+    keep = labels != distilbert.IGNORE_INDEX
+    assert positions.dtype == torch.long and len(positions) == int(keep.sum()) > 0
+    assert torch.equal(targets, labels[keep])
+    inputs = {"input_ids": masked, "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        by_index = pretraining.masked_lm_outputs(teacher.eval(), inputs, positions).logits
+        by_mask = pretraining.masked_lm_outputs(teacher, inputs, keep).logits
+    assert torch.equal(by_index, by_mask)
+
+
 def test_general_distillation_is_seeded():
     teacher = tiny_teacher(seed=4)
     text = toy_text(24, seed=4)
