@@ -28,6 +28,7 @@ from kdtutorial.text.finetuning import SentenceClassifier, fine_tune, predict
 from kdtutorial.text.layerdistil import TeacherBatchCache, distil_with_layers
 from kdtutorial.text.layers import layer_map
 from kdtutorial.text.optim import optimiser_kernels, to_device
+from kdtutorial.text.processes import run_jobs
 from kdtutorial.text.students import copy_layers_encoder, encoder_layers
 from kdtutorial.text.tokens import padded_batches
 
@@ -206,39 +207,74 @@ def train_and_score(teacher, pretrained_encoder, task: Task, layers: int, method
     return record, student, distiller
 
 
+def _grid_job(shared: dict, job) -> tuple:
+    """One cell of :func:`compare_methods`' grid: ``(record, ALP-KD's attention map or None)``. ``shared`` holds the
+    models, task and setting and, per process, the teacher's batch cache."""
+    seed, m, method = job
+    cache = shared["cache"]
+    if cache is not None and shared.get("cached_seed") != seed:
+        cache.clear()  # a new seed, new batches
+        shared["cached_seed"] = seed
+    record, student, distiller = train_and_score(shared["teacher"], shared["pretrained"], shared["task"], m, method,
+                                                 seed, shared["setting"], shared["init"], cache)
+    attention = None
+    if seed in shared["attention_seeds"] and distiller.term in ("alp", "alp-scaled"):
+        s = shared["setting"]
+        attention = alp_attention_map(distiller, shared["task"].select, device=s.device, amp=s.amp)
+    if shared["keep"] is not None:
+        shared["keep"](record, student, distiller)
+    del student, distiller
+    release_memory()
+    return record, attention
+
+
 def compare_methods(teacher, pretrained_encoder, task: Task, sizes, methods, seeds, setting: Setting,
-                    init: str = "bottom", progress: bool = True, keep=None, cache_bytes: int = 0):
-    """Every ``size x method x seed`` run on ``task`` (:func:`train_and_score`); returns the records. ``keep(record,
-    student, distiller)``, when given, sees every trained student before it is dropped (e.g. to keep ALP-KD's
-    attention). ``cache_bytes > 0`` keeps up to that many bytes of the teacher's outputs per seed
-    (:class:`~kdtutorial.text.layerdistil.TeacherBatchCache`): every method and size of a seed sees the same batches, so
-    on a CPU the teacher then runs once per batch instead of once per student."""
+                    init: str = "bottom", progress: bool = True, keep=None, cache_bytes: int = 0,
+                    attention: dict | None = None, attention_seeds=(), workers: int = 1, threads: int | None = None):
+    """Every ``size x method x seed`` run on ``task`` (:func:`train_and_score`); returns the records.
+
+    ``cache_bytes > 0`` keeps up to that many bytes of the teacher's outputs
+    (:class:`~kdtutorial.text.layerdistil.TeacherBatchCache`): every method and size of a seed sees the same batches,
+    so on a CPU the teacher then runs once per batch instead of once per student. ``attention``: a dict that receives
+    ALP-KD's learned attention (:func:`alp_attention_map` on the held-out part of train) of every ALP-KD run whose
+    seed is in ``attention_seeds``, under ``(task, student layers, method, seed)``. ``keep(record, student,
+    distiller)``, when given, sees every trained student before it is dropped (one process only).
+
+    ``workers > 1`` trains that many students at a time, each in a process of its own on the same device
+    (:func:`~kdtutorial.text.processes.run_jobs`): a small student's step on a GPU waits for Python to launch its
+    kernels. Every run seeds what it draws, so a record does not depend on where it ran (up to a GPU's run-to-run
+    variation); its ``seconds`` and ``peak_mib`` are then measured while sharing the device. Each process keeps a
+    teacher cache of its own, of ``cache_bytes / workers``, and uses ``threads`` CPU threads (as
+    :func:`~kdtutorial.text.processes.run_jobs` takes them)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"methods {unknown} are not known: expected some of {', '.join(METHODS)}")
+    if keep is not None and workers > 1:
+        raise ValueError("keep is called with each trained student, which stays in its process: use workers = 1, or "
+                         "attention= for ALP-KD's attention")
+    # seed by seed: a cache then holds one seed's batches (the batch order follows the seed)
     grid = [(seed, m, method) for seed in seeds for m in sizes for method in methods]
-    cache = TeacherBatchCache(cache_bytes) if cache_bytes else None
-    records = []
-    for seed, m, method in tqdm(grid, desc=f"{task.name}: students", disable=not progress):
-        if cache is not None and records and records[-1]["seed"] != seed:
-            cache.clear()  # a new seed, new batches
-        record, student, distiller = train_and_score(teacher, pretrained_encoder, task, m, method, seed, setting, init,
-                                                     cache)
-        records.append(record)
-        if keep is not None:
-            keep(record, student, distiller)
-        del student, distiller
-        release_memory()
-    return records
+    share = max(1, workers)
+    shared = {"teacher": teacher, "pretrained": pretrained_encoder, "task": task, "setting": setting, "init": init,
+              "cache": TeacherBatchCache(cache_bytes // share) if cache_bytes else None, "keep": keep,
+              "attention_seeds": set(attention_seeds)}
+    with tqdm(total=len(grid), desc=f"{task.name}: students", disable=not progress) as bar:
+        out = run_jobs(_grid_job, shared, grid, workers=workers, threads=threads, progress=bar)
+    if attention is not None:
+        for record, weights in out:
+            if weights is not None:
+                attention[record["task"], record["student_layers"], record["method"], record["seed"]] = weights
+    return [record for record, _ in out]
 
 
 def beta_search(teacher, pretrained_encoder, task: Task, layers: int, method: str, betas, seeds, setting: Setting,
-                init: str = "bottom", known=(), progress: bool = True, cache_bytes: int = 0):
+                init: str = "bottom", known=(), progress: bool = True, cache_bytes: int = 0, workers: int = 1):
     """Train ``method`` with each layer-term weight in ``betas`` (e.g. PKD's released grid 10, 100, 500, 1000: Sun et
     al. 2019, sec. 4.2), every other setting and every seed the same; returns the records, each with its ``"beta"``.
 
     ``known``: records already trained (e.g. by :func:`compare_methods`); those of this task, size, method and init
-    at the setting's own weight are reused, not trained again. Choose the weight with :func:`chosen_beta`."""
+    at the setting's own weight are reused, not trained again. Choose the weight with :func:`chosen_beta`.
+    ``workers``: students trained at a time, as in :func:`compare_methods`."""
     term = METHODS[method][0] if method in METHODS else None
     if term in (None, "none", "kd"):
         raise ValueError(f"method = {method!r} is not allowed: expected a method with a layer term, one of "
@@ -252,7 +288,7 @@ def beta_search(teacher, pretrained_encoder, task: Task, layers: int, method: st
         reused = same_run if float(beta) == setting.betas.get(term) else []
         todo = [x for x in seeds if x not in {r["seed"] for r in reused}]
         fresh = compare_methods(teacher, pretrained_encoder, task, [layers], [method], todo, at_beta, init,
-                                progress=progress, cache_bytes=cache_bytes) if todo else []
+                                progress=progress, cache_bytes=cache_bytes, workers=workers) if todo else []
         records += [{**r, "beta": float(beta)} for r in reused + fresh]
     return records
 

@@ -81,6 +81,27 @@ def test_grid_records_are_paired_and_the_kept_epoch_is_the_best_held_out_one():
         lc.compare_methods(teacher, pretrained, task, [2], ["PKD"], [0], lc.Setting(), progress=False)
 
 
+def test_grid_in_processes_equals_it_here_and_hands_back_alp_attention():
+    pretrained, task = encoder(), toy_task()
+    teacher, _ = teacher_of(pretrained, task)
+    setting = lc.Setting(epochs=1, batch_size=8, lr=1e-3)
+    grid = dict(sizes=[2], methods=["KD", "ALP-KD"], seeds=[0, 1], setting=setting, progress=False,
+                cache_bytes=1 << 24, attention_seeds=[0])
+    here_maps, there_maps = {}, {}
+    here = lc.compare_methods(teacher, pretrained, task, attention=here_maps, **grid)
+    there = lc.compare_methods(teacher, pretrained, task, attention=there_maps, workers=2,
+                               threads=torch.get_num_threads(), **grid)
+    drop = ("seconds", "peak_mib")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in here] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in there]
+    assert list(here_maps) == list(there_maps) == [("sst2", 2, "ALP-KD", 0)]
+    weights = here_maps["sst2", 2, "ALP-KD", 0]
+    assert weights.shape == (2, 4) and np.allclose(weights.sum(1), 1.0)
+    assert np.array_equal(weights, there_maps["sst2", 2, "ALP-KD", 0])
+    with pytest.raises(ValueError, match="keep is called with each trained student"):
+        lc.compare_methods(teacher, pretrained, task, workers=2, keep=lambda *a: None, **grid)
+
+
 def test_students_start_from_the_bottom_layers_or_at_random():
     pretrained = encoder()
     bottom = lc.new_student(pretrained, 2, "bottom")
