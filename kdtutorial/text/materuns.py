@@ -2,9 +2,9 @@
 (MATE-KD, Rashid et al., 2021, section 3; or one of its ablations: no KD, KD, KD + random mask) for several methods
 and seeds, each one job.
 
-Every student starts as the classifier of :func:`new_student` (the encoder's embeddings and chosen layers, a fresh
+Every student starts as the classifier of :func:`copied_student` (the encoder's embeddings and chosen layers, a fresh
 linear head) built right after ``seed_everything(seed)``, so students of one seed start equal whatever the method.
-The jobs do not depend on each other, so :func:`run_students` can train them in processes sharing one GPU
+The jobs do not depend on each other, so :func:`run_comparison` can train them in processes sharing one GPU
 (:func:`~kdtutorial.text.processes.run_jobs`); one after another (``workers=1``) only one student is in memory at a
 time, besides those asked for in ``keep``.
 """
@@ -22,7 +22,7 @@ from kdtutorial.text.matekd import train_mate_kd
 from kdtutorial.text.processes import run_jobs
 from kdtutorial.text.students import copy_layers_encoder
 
-__all__ = ["MateRuns", "new_student", "run_student", "run_students"]
+__all__ = ["MateRuns", "copied_student", "run_student", "run_comparison"]
 
 
 @dataclass
@@ -44,7 +44,7 @@ class MateRuns:
     keep: tuple = ()
 
 
-def new_student(encoder, layers) -> SentenceClassifier:
+def copied_student(encoder, layers) -> SentenceClassifier:
     """A student: ``encoder``'s embeddings and layers ``layers`` under a fresh linear head (call after seeding)."""
     return SentenceClassifier(copy_layers_encoder(encoder, list(layers)))
 
@@ -57,7 +57,7 @@ def run_student(shared: MateRuns, job) -> dict:
     if method not in shared.methods:
         raise ValueError(f"method {method!r} is not known: expected one of {', '.join(shared.methods)}")
     seed_everything(seed)
-    student = new_student(shared.encoder, shared.layers)
+    student = copied_student(shared.encoder, shared.layers)
     start_norm = float(torch.cat([p.detach().flatten() for p in student.parameters()]).norm())
     options = {**shared.options, **shared.methods[method], **overrides}
     generator = copy.deepcopy(shared.generator) if options.get("augment", True) else None
@@ -73,7 +73,7 @@ def run_student(shared: MateRuns, job) -> dict:
     return out
 
 
-def run_students(shared: MateRuns, jobs, *, workers: int = 1, threads: int | None = None,
+def run_comparison(shared: MateRuns, jobs, *, workers: int = 1, threads: int | None = None,
                  progress=None) -> list:
     """:func:`run_student` for every job, in order; ``workers > 1`` trains that many at a time in processes on the
     same device (the same results, up to a GPU's run-to-run variation; ``threads``: CPU threads each, as

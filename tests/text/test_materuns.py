@@ -47,7 +47,7 @@ def shared():
 
 def test_every_method_runs_from_the_same_start_and_only_kept_runs_come_back(shared):
     jobs = [(m, s, {}) for s in (1, 0) for m in METHODS]
-    runs = materuns.run_students(shared, jobs)
+    runs = materuns.run_comparison(shared, jobs)
     assert [(r["method"], r["seed"]) for r in runs] == [(m, s) for m, s, _ in jobs]
     for s in (0, 1):
         assert len({r["start_norm"] for r in runs if r["seed"] == s}) == 1
@@ -59,9 +59,9 @@ def test_every_method_runs_from_the_same_start_and_only_kept_runs_come_back(shar
 
 
 def test_a_run_is_train_mate_kd_by_hand(shared):
-    [run] = materuns.run_students(shared, [("KD + random mask", 3, {"n_gen": 1})])
+    [run] = materuns.run_comparison(shared, [("KD + random mask", 3, {"n_gen": 1})])
     seed_everything(3)
-    student = materuns.new_student(shared.encoder, shared.layers)
+    student = materuns.copied_student(shared.encoder, shared.layers)
     gen = copy.deepcopy(shared.generator)
     history = matekd.train_mate_kd(shared.teacher, student, gen, *shared.train, seed=3,
                                    **{**shared.options, "adversarial": False, "n_gen": 1})
@@ -71,8 +71,8 @@ def test_a_run_is_train_mate_kd_by_hand(shared):
 
 def test_a_run_in_a_process_equals_it_here(shared):
     jobs = [("MATE-KD", 0, {}), ("KD", 1, {})]
-    here = materuns.run_students(shared, jobs)
-    there = materuns.run_students(shared, jobs, workers=2, threads=torch.get_num_threads())
+    here = materuns.run_comparison(shared, jobs)
+    there = materuns.run_comparison(shared, jobs, workers=2, threads=torch.get_num_threads())
     for a, b in zip(here, there):
         assert (a["test_acc"], a["history"], a["start_norm"]) == (b["test_acc"], b["history"], b["start_norm"])
     assert all(torch.equal(x, y) for x, y in zip(here[0]["student"].state_dict().values(),
@@ -81,4 +81,4 @@ def test_a_run_in_a_process_equals_it_here(shared):
 
 def test_an_unknown_method_is_refused_by_name(shared):
     with pytest.raises(ValueError, match="'PKD'"):
-        materuns.run_students(shared, [("PKD", 0, {})])
+        materuns.run_comparison(shared, [("PKD", 0, {})])
