@@ -2,9 +2,9 @@
 
 On a GPU a small BERT student's step is bound by the host: transformers' Python code launches a few hundred small
 kernels per step, and the GPU waits for them. Runs that do not depend on each other (methods x seeds) can then share
-one GPU: while one process prepares its kernels, another's run. Lesson 10's full run trained 8 students at a time
-this way at about 6.4 times the throughput of one (README). On a CPU there is nothing to gain (the cores are already
-busy), so the lessons train one run after another there, in this process.
+one GPU: while one process prepares its kernels, another's run (lesson 10's full run trains 8 students at a time this
+way). On a CPU there is nothing to gain (the cores are already busy), so the lessons train one run after another
+there, in this process.
 
 :func:`run_jobs` runs ``fn(shared, job)`` for every job, in order, and returns the results in the order of the jobs:
 
