@@ -147,10 +147,15 @@ def run_jobs(fn, shared, jobs, *, workers: int = 1, threads: int | None = None, 
     torch.save(portable(shared), buffer)
     threads = max(1, (os.cpu_count() or 2) // workers) if threads is None else int(threads)
     context = torch.multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
-                                                initargs=(buffer.getvalue(), threads)) as pool:
-        futures = [pool.submit(_worker_job, fn, job) for job in jobs]
-        for _ in concurrent.futures.as_completed(futures):
-            if progress is not None:
-                progress.update(1)
-        return [restored(f.result()) for f in futures]
+    try:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
+                                                    initargs=(buffer.getvalue(), threads)) as pool:
+            futures = [pool.submit(_worker_job, fn, job) for job in jobs]
+            for _ in concurrent.futures.as_completed(futures):
+                if progress is not None:
+                    progress.update(1)
+            return [restored(f.result()) for f in futures]
+    except concurrent.futures.process.BrokenProcessPool as error:
+        raise RuntimeError(f"a worker process of run_jobs died before finishing its job (killed for memory?): with "
+                           f"workers = {workers} each process holds its own models; try fewer workers, or 1 to run "
+                           "the jobs one after another here") from error

@@ -77,6 +77,17 @@ def test_run_jobs_keeps_the_order_and_refuses_a_bad_worker_count():
         processes.run_jobs(lambda shared, job: job, None, [1], workers=-2)
 
 
+def _dying_job(shared, job):
+    import os
+
+    os._exit(3)  # as a process killed for memory ends
+
+
+def test_a_worker_that_dies_gives_a_clear_error():
+    with pytest.raises(RuntimeError, match="workers = 2 each process holds its own models; try fewer workers"):
+        processes.run_jobs(_dying_job, None, [1, 2], workers=2, threads=1)
+
+
 @pytest.fixture(scope="module")
 def two_stage():
     return twostage.TwoStage(
