@@ -5,7 +5,7 @@ The package has one folder per part of the course; parts depend one way only
 
 * ``common``   what every lesson uses: KD losses, temperature schedules, statistics over seeds, seeding and
                devices, verified downloads, seeded stratified splits, parameter counts, the shared text corpora,
-               seeded label noise
+               seeded label noise, the process pool that runs independent jobs side by side
 * ``vision``   lessons 01, 02, 04: digits / Fashion-MNIST, MLP and CNN models, the vision training loop,
                objectives binding the losses to cached teacher outputs, multi-seed experiments
 * ``text``     lessons 03, 05, 07, 09, 10: model resolution, tokenised batches, the text training loop (``optim``),
@@ -35,7 +35,7 @@ PARTS = ("common", "vision", "text", "ranking", "lm", "course")
 #: module name -> its part (``kd.losses`` is ``kdtutorial.common.losses``)
 MODULES = {
     **dict.fromkeys(("losses", "schedules", "statistics", "environment", "downloads", "splits", "modules", "checks",
-                     "corpora", "labelnoise"), "common"),
+                     "corpora", "labelnoise", "workerpool"), "common"),
     **dict.fromkeys(("data", "models", "training", "seedbatch", "seedprocesses", "objectives", "objectivestack",
                      "experiments"),
                     "vision"),

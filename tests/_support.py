@@ -81,3 +81,20 @@ ADS = [
     "Used cars for sale Thousands of certified cars near you in Boston, Massachusetts and beyond",
     "Hotels",
 ]
+
+
+#: the toy vocabulary of the text tests' random sentences: [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, [MASK] 4, words 5..59
+PAD, CLS, SEP, MASK, VOCAB = 0, 2, 3, 4, 60
+SPECIAL = frozenset({PAD, 1, CLS, SEP, MASK})
+
+
+def labelled_toy_text(n: int, seed: int, lengths=(2, 8)):
+    """``(text, labels)``: ``n`` random sentences ``[CLS] w ... w [SEP]`` of ``lengths[0]`` to ``lengths[1] - 1``
+    words from the toy vocabulary (seeded), and ``n`` random binary labels drawn after them."""
+    import numpy as np
+
+    from kdtutorial.text.tokens import TokenizedText
+
+    rng = np.random.default_rng(seed)
+    ids = [[CLS, *rng.integers(5, VOCAB, rng.integers(*lengths)).tolist(), SEP] for _ in range(n)]
+    return TokenizedText(ids=ids, pad_id=PAD, special_ids=SPECIAL), rng.integers(0, 2, n)

@@ -6,30 +6,22 @@ one GPU: while one process prepares its kernels, another's run (lesson 10's full
 way). On a CPU there is nothing to gain (the cores are already busy), so the lessons train one run after another
 there, in this process.
 
-:func:`run_jobs` runs ``fn(shared, job)`` for every job, in order, and returns the results in the order of the jobs:
-
-* ``workers <= 1``: here, one after another (exactly what a loop over the jobs does);
-* ``workers > 1``: that many ``spawn`` processes, each receiving ``shared`` once. ``fn`` must be a function of a
-  module (it is sent by name), and each job must seed what it draws (``seed_everything``), so that a result does not
-  depend on which process computed it. With as many CPU threads as the loop had, a process computes what the loop
-  computes, bit for bit on the CPU (``tests/text/test_processes.py``); on a GPU up to its run-to-run variation.
-
-Models cross process boundaries as plain parts (:func:`portable`, :func:`restored`): a transformers model carries
-forward hooks that do not survive pickling, so it travels as its class, config and weights and is rebuilt on the
-other side, with its train/eval mode and frozen parameters as they were. Tensors arrive on the CPU.
+:func:`run_jobs` is :func:`~kdtutorial.common.workerpool.map_in_processes` (its docstring says how jobs run, where and
+with which guarantees; ``tests/text/test_processes.py`` checks a text job bit for bit on the CPU) with models crossing
+process boundaries as plain parts (:func:`portable`, :func:`restored`): a transformers model carries forward hooks
+that do not survive pickling, so it travels as its class, config and weights and is rebuilt on the other side, with
+its train/eval mode and frozen parameters as they were. Tensors arrive on the CPU.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import copy
 import dataclasses
-import io
-import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from kdtutorial.common.workerpool import map_in_processes
 from kdtutorial.text.finetuning import SentenceClassifier
 
 __all__ = ["run_jobs", "portable", "restored"]
@@ -79,83 +71,39 @@ def _module(spec: _ModuleParts) -> nn.Module:
     return model
 
 
-def portable(obj):
-    """``obj`` with every model in it (also inside dicts, lists, tuples and dataclasses) replaced by its plain parts
-    and every tensor moved to the CPU; :func:`restored` undoes it. Anything else is left as it is."""
-    if isinstance(obj, nn.Module):
-        return _parts(obj)
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
+def _walk(obj, kinds, convert):
+    """``obj`` with ``convert`` applied to every object of the types ``kinds`` it holds, also inside dicts, lists,
+    tuples and dataclasses (a dataclass is rebuilt only if something in it changed); anything else is left as it
+    is."""
+    if isinstance(obj, kinds):
+        return convert(obj)
     if isinstance(obj, dict):
-        return {k: portable(v) for k, v in obj.items()}
+        return {k: _walk(v, kinds, convert) for k, v in obj.items()}
     if type(obj) in (list, tuple):
-        return type(obj)(portable(v) for v in obj)
+        return type(obj)(_walk(v, kinds, convert) for v in obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        changed = {f.name: portable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+        changed = {f.name: _walk(getattr(obj, f.name), kinds, convert) for f in dataclasses.fields(obj) if f.init}
         if any(v is not getattr(obj, k) for k, v in changed.items()):
             return dataclasses.replace(obj, **changed)
     return obj
+
+
+def portable(obj):
+    """``obj`` with every model in it (also inside dicts, lists, tuples and dataclasses) replaced by its plain parts
+    and every tensor moved to the CPU; :func:`restored` undoes it. Anything else is left as it is."""
+    return _walk(obj, (nn.Module, torch.Tensor),
+                 lambda x: _parts(x) if isinstance(x, nn.Module) else x.detach().cpu())
 
 
 def restored(obj):
     """The inverse of :func:`portable`: models rebuilt from their parts (on the CPU)."""
-    if isinstance(obj, _ModuleParts):
-        return _module(obj)
-    if isinstance(obj, dict):
-        return {k: restored(v) for k, v in obj.items()}
-    if type(obj) in (list, tuple):
-        return type(obj)(restored(v) for v in obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        changed = {f.name: restored(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
-        if any(v is not getattr(obj, k) for k, v in changed.items()):
-            return dataclasses.replace(obj, **changed)
-    return obj
-
-
-#: what a worker process received, set once by its initializer (:func:`run_jobs` with ``workers > 1``); the main
-#: process never reads it
-_WORKER_SHARED: dict = {}
-
-
-def _worker_start(payload: bytes, threads: int) -> None:
-    torch.set_num_threads(threads)
-    _WORKER_SHARED["shared"] = restored(torch.load(io.BytesIO(payload), weights_only=False))
-
-
-def _worker_job(fn, job):
-    return portable(fn(_WORKER_SHARED["shared"], job))
+    return _walk(obj, _ModuleParts, _module)
 
 
 def run_jobs(fn, shared, jobs, *, workers: int = 1, threads: int | None = None, progress=None) -> list:
-    """``[fn(shared, job) for job in jobs]``, with ``workers > 1`` computed in that many processes at a time (see the
-    module docstring). ``threads``: CPU threads per process (default: the machine's cores shared among the
-    processes). ``progress``: a tqdm bar advanced once per finished job. With processes, the results' models and
-    tensors arrive on the CPU."""
-    jobs = list(jobs)
-    if not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"workers = {workers!r} is not allowed: 0 or 1 (one after another here) or a number of "
-                         "processes")
-    workers = min(workers, len(jobs))  # no idle processes; one job runs here
-    if workers <= 1:
-        results = []
-        for job in jobs:
-            results.append(fn(shared, job))
-            if progress is not None:
-                progress.update(1)
-        return results
-    buffer = io.BytesIO()
-    torch.save(portable(shared), buffer)
-    threads = max(1, (os.cpu_count() or 2) // workers) if threads is None else int(threads)
-    context = torch.multiprocessing.get_context("spawn")
-    try:
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
-                                                    initargs=(buffer.getvalue(), threads)) as pool:
-            futures = [pool.submit(_worker_job, fn, job) for job in jobs]
-            for _ in concurrent.futures.as_completed(futures):
-                if progress is not None:
-                    progress.update(1)
-            return [restored(f.result()) for f in futures]
-    except concurrent.futures.process.BrokenProcessPool as error:
-        raise RuntimeError(f"a worker process of run_jobs died before finishing its job (killed for memory?): with "
-                           f"workers = {workers} each process holds its own models; try fewer workers, or 1 to run "
-                           "the jobs one after another here") from error
+    """``[fn(shared, job) for job in jobs]``, with ``workers > 1`` computed in that many processes at a time
+    (:func:`~kdtutorial.common.workerpool.map_in_processes`; ``threads``: CPU threads per process, default the
+    machine's cores shared among them; ``progress``: a tqdm bar advanced once per finished job). Models and tensors
+    travel as :func:`portable` makes them, so with processes the results' models and tensors arrive on the CPU."""
+    return map_in_processes(fn, shared, jobs, workers=workers, threads=threads, progress=progress, encode=portable,
+                            decode=restored)

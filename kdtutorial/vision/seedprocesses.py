@@ -20,11 +20,9 @@ is not advanced by the children's dropout. Every lesson seeds before it draws, s
 """
 from __future__ import annotations
 
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
-
 import torch
+
+from kdtutorial.common.workerpool import map_in_processes
 
 __all__ = ["train_in_processes"]
 
@@ -36,14 +34,24 @@ class _Quiet:
         pass
 
 
-def _run(job):
+def _run(shared, job):
     """One run in a child process: ``train_model`` as the loop calls it; the weights come back on the CPU."""
     from kdtutorial.vision.experiments import train_model
 
-    arch, data, objective, seed, kwargs, threads = job
-    torch.set_num_threads(threads)
+    data, kwargs = shared
+    arch, objective, seed = job
     model, history, accuracy = train_model(arch, data, objective, seed=seed, progress=_Quiet(), **kwargs)
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}, history, accuracy
+
+
+class _Epochs:
+    """The caller's ``tqdm`` bar seen through the pool, which advances once per finished run: by ``epochs``."""
+
+    def __init__(self, bar, epochs: int):
+        self.bar, self.epochs = bar, epochs
+
+    def update(self, n: int = 1):
+        self.bar.update(n * self.epochs)
 
 
 def train_in_processes(archs, data, objectives, seeds, *, workers: int, progress=None, **kwargs) -> list:
@@ -51,7 +59,8 @@ def train_in_processes(archs, data, objectives, seeds, *, workers: int, progress
     own process, ``workers`` at a time: one architecture, objective and seed per run (the seeds of one model, or
     teachers of several sizes from one seed). ``progress``: an open ``tqdm`` bar, advanced by ``kwargs["epochs"]`` as
     each run finishes (in order). Returns ``[(model, history, test_accuracy), ...]`` in order, each model on
-    ``kwargs["device"]`` in eval mode."""
+    ``kwargs["device"]`` in eval mode. The pool is :func:`~kdtutorial.common.workerpool.map_in_processes`, with the
+    parent's number of CPU threads in every process."""
     from kdtutorial.common.environment import seed_everything
     from kdtutorial.vision import models
 
@@ -60,16 +69,15 @@ def train_in_processes(archs, data, objectives, seeds, *, workers: int, progress
         raise ValueError(f"train_in_processes needs one architecture, objective and seed per run: got {len(archs)} "
                          f"architectures, {len(objectives)} objectives and {len(seeds)} seeds")
     device = kwargs.get("device", "cpu")
-    jobs = [(a, data, obj, s, kwargs, torch.get_num_threads()) for a, s, obj in zip(archs, seeds, objectives)]
+    bar = None if progress is None else _Epochs(progress, kwargs.get("epochs", 0))
+    runs = map_in_processes(_run, (data, kwargs), list(zip(archs, objectives, seeds)), workers=workers,
+                            threads=torch.get_num_threads(), progress=bar)
     out = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for a, (state, history, accuracy) in zip(archs, pool.map(_run, jobs)):
-            with torch.random.fork_rng(devices=[]):
-                model = models.build(a, data.input_shape, data.n_classes)
-            model.load_state_dict(state)
-            out.append((model.to(device).eval(), history, accuracy))
-            if progress is not None:
-                progress.update(kwargs.get("epochs", 0))
+    for a, (state, history, accuracy) in zip(archs, runs):
+        with torch.random.fork_rng(devices=[]):
+            model = models.build(a, data.input_shape, data.n_classes)
+        model.load_state_dict(state)
+        out.append((model.to(device).eval(), history, accuracy))
     seed_everything(seeds[-1])  # the parent's CPU generator where the one-at-a-time loop leaves it
     models.build(archs[-1], data.input_shape, data.n_classes)
     return out

@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertModel
 
+from _support import CLS, MASK, PAD, SEP, SPECIAL, VOCAB, labelled_toy_text
 from kdtutorial.common.statistics import paired
 from kdtutorial.text import allmethods as am
 from kdtutorial.text import layercompare as lc
@@ -18,14 +19,10 @@ from kdtutorial.text.tokens import TokenizedText
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 
-PAD, CLS, SEP, MASK, VOCAB = 0, 2, 3, 4, 60
-SPECIAL = frozenset({PAD, 1, CLS, SEP, MASK})
 
 
 def text(n, seed):
-    rng = np.random.default_rng(seed)
-    ids = [[CLS, *rng.integers(5, VOCAB, rng.integers(2, 8)).tolist(), SEP] for _ in range(n)]
-    return TokenizedText(ids=ids, pad_id=PAD, special_ids=SPECIAL), rng.integers(0, 2, n)
+    return labelled_toy_text(n, seed)
 
 
 @pytest.fixture(scope="module")

@@ -4,28 +4,22 @@ come back with their student and generator; a run in a process equals it here; u
 No network."""
 import copy
 
-import numpy as np
 import pytest
 import torch
 
-from _support import tiny_bert
+from _support import MASK, VOCAB, labelled_toy_text, tiny_bert
 from kdtutorial.common.environment import seed_everything
 from kdtutorial.common.statistics import accuracy
 from kdtutorial.text import materuns, matekd
 from kdtutorial.text.finetuning import SentenceClassifier, predict
-from kdtutorial.text.tokens import TokenizedText
 from transformers import BertConfig, BertForMaskedLM
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 
-PAD, CLS, SEP, MASK, VOCAB = 0, 2, 3, 4, 60
-SPECIAL = frozenset({PAD, 1, CLS, SEP, MASK})
 
 
 def text(n, seed):
-    rng = np.random.default_rng(seed)
-    ids = [[CLS, *rng.integers(5, VOCAB, rng.integers(3, 9)).tolist(), SEP] for _ in range(n)]
-    return TokenizedText(ids=ids, pad_id=PAD, special_ids=SPECIAL), rng.integers(0, 2, n)
+    return labelled_toy_text(n, seed, lengths=(3, 9))
 
 
 METHODS = {"student, no KD": dict(form="paper", lam=0.0, augment=False), "KD": dict(augment=False),

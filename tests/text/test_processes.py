@@ -2,26 +2,21 @@
 (``kdtutorial.text.twostage``), on tiny random BERT models: models survive the trip as class, config and weights
 with their mode and frozen parameters; a job computed in a process equals the same job computed here, bit for bit
 on the CPU with as many threads; every variant of lesson 03 runs, keeps what it is asked to keep, and bad variants
-or worker counts are refused by name. No network."""
-import numpy as np
+are refused by name (the pool itself: ``tests/common/test_workerpool.py``). No network."""
 import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
 from kdtutorial.text import processes, twostage
 from kdtutorial.text.finetuning import SentenceClassifier, fine_tune_and_test
-from kdtutorial.text.tokens import TokenizedText
+from _support import MASK, VOCAB, labelled_toy_text
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 
-PAD, CLS, SEP, MASK, VOCAB = 0, 2, 3, 4, 60
-SPECIAL = frozenset({PAD, 1, CLS, SEP, MASK})
 
 
 def text(n, seed):
-    rng = np.random.default_rng(seed)
-    ids = [[CLS, *rng.integers(5, VOCAB, rng.integers(2, 8)).tolist(), SEP] for _ in range(n)]
-    return TokenizedText(ids=ids, pad_id=PAD, special_ids=SPECIAL), rng.integers(0, 2, n)
+    return labelled_toy_text(n, seed)
 
 
 def masked_lm(layers=4, seed=0):
@@ -69,23 +64,6 @@ def test_a_job_in_a_process_equals_the_same_job_here():
     there = processes.run_jobs(_fine_tune_job, shared, [0, 1], workers=2, threads=torch.get_num_threads())
     for (acc_a, clf_a), (acc_b, clf_b) in zip(here, there):
         assert acc_a == acc_b and same_weights(clf_a, clf_b)
-
-
-def test_run_jobs_keeps_the_order_and_refuses_a_bad_worker_count():
-    assert processes.run_jobs(lambda shared, job: shared + job, 10, [1, 2, 3], workers=0) == [11, 12, 13]
-    with pytest.raises(ValueError, match="workers = -2"):
-        processes.run_jobs(lambda shared, job: job, None, [1], workers=-2)
-
-
-def _dying_job(shared, job):
-    import os
-
-    os._exit(3)  # as a process killed for memory ends
-
-
-def test_a_worker_that_dies_gives_a_clear_error():
-    with pytest.raises(RuntimeError, match="workers = 2 each process holds its own models; try fewer workers"):
-        processes.run_jobs(_dying_job, None, [1, 2], workers=2, threads=1)
 
 
 @pytest.fixture(scope="module")
