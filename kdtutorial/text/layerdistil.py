@@ -54,10 +54,17 @@ class TeacherBatchCache:
     def __len__(self) -> int:
         return len(self._store)
 
+    @staticmethod
+    def key(input_ids, attention_mask) -> tuple:
+        """What recognises a batch: its shape and bytes. Made from the host's copy of the batch (the training loop's
+        ``batches`` does), it costs the GPU nothing; made from device tensors it waits for them."""
+        return (tuple(input_ids.shape), input_ids.cpu().numpy().tobytes(), attention_mask.cpu().numpy().tobytes())
+
     @torch.no_grad()
-    def outputs(self, teacher, input_ids, attention_mask):
-        """``(logits, hidden states)`` of ``teacher`` on the batch, from the store when it was seen before."""
-        key = (tuple(input_ids.shape), input_ids.cpu().numpy().tobytes(), attention_mask.cpu().numpy().tobytes())
+    def outputs(self, teacher, input_ids, attention_mask, key: tuple | None = None):
+        """``(logits, hidden states)`` of ``teacher`` on the batch, from the store when it was seen before
+        (``key``: :meth:`key` of the batch, made from its host copy; None makes it from ``input_ids`` here)."""
+        key = self.key(input_ids, attention_mask) if key is None else key
         if key in self._store:
             self.hits += 1
             return self._store[key]
@@ -104,10 +111,11 @@ class LayerDistiller(nn.Module):
         self.teacher.eval()  # the teacher is never trained, and never drops out
         return self
 
-    def forward(self, input_ids, attention_mask):
+    def forward(self, input_ids, attention_mask, batch_key: tuple | None = None):
+        """``batch_key``: the batch's :meth:`TeacherBatchCache.key` from its host copy, for the cache (optional)."""
         needs_states = self.term not in ("none", "kd")
         if self.cache is not None:
-            self.teacher_logits, t_states = self.cache.outputs(self.teacher, input_ids, attention_mask)
+            self.teacher_logits, t_states = self.cache.outputs(self.teacher, input_ids, attention_mask, batch_key)
         else:
             with torch.no_grad():
                 self.teacher_logits, t_states = self.teacher.logits_and_states(input_ids, attention_mask,
@@ -175,7 +183,9 @@ def distil_with_layers(teacher, student, text, labels, *, term: str, lmap: Layer
 
     def batches(epoch):
         for rows, batch in padded_batches(text, batch_size, shuffle=True, seed=seed * 1000 + epoch):
-            yield rows, (batch["input_ids"], batch["attention_mask"])
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            # the cache's key from the host copy: a key from the device copy would make every step wait for the GPU
+            yield rows, (ids, mask, None if cache is None else TeacherBatchCache.key(ids, mask))
 
     def loss_of(logits, rows):
         return layer_objective(logits, to_device(labels[rows], logits.device), distiller, T=T, alpha=alpha, beta=beta)

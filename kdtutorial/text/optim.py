@@ -46,13 +46,16 @@ def planned_steps(n_rows: int, batch_size: int, epochs: int, max_steps: int | No
 
 
 def to_device(t: torch.Tensor, device) -> torch.Tensor:
-    """``t`` on ``device``, without making the host wait for the GPU.
+    """``t`` on ``device``, without making the host wait for the GPU (anything that is not a tensor, such as a key
+    made on the host, is returned as it is).
 
     A copy from ordinary (pageable) host memory to a CUDA device first waits for all the work already queued on the
     stream, so a copy per step would stall the training loop once per step. A CPU tensor bound for CUDA is therefore
     copied into page-locked memory first (PyTorch caches those blocks) and sent asynchronously; anything else is a
     plain ``.to(device)``.
     """
+    if not isinstance(t, torch.Tensor):
+        return t
     device = torch.device(device)
     if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, non_blocking=True)
@@ -69,8 +72,8 @@ def train_steps(model, batches, loss_of, *, n_rows: int, epochs: int, batch_size
     the end (a ``loss.item()`` per step would make the host wait for every step to finish before it prepares the
     next batch).
 
-    ``batches(epoch)`` yields ``(rows, inputs)`` where ``inputs`` is a tuple of tensors passed positionally to
-    ``model`` (moved to ``device``); ``loss_of(logits, rows)`` gives the batch loss from float32 logits. AdamW with
+    ``batches(epoch)`` yields ``(rows, inputs)`` where ``inputs`` is a tuple passed positionally to ``model`` (its
+    tensors moved to ``device``); ``loss_of(logits, rows)`` gives the batch loss from float32 logits. AdamW with
     :func:`adamw_with_warmup`; bf16 autocast on CUDA when ``amp``; parameters in ``frozen`` are not trained (and
     get ``requires_grad`` back afterwards). ``after_epoch(epoch)``, when given, is called after each epoch (e.g. to
     score the model on a held-out set and keep the best epoch); it may switch the model to eval mode, training

@@ -54,6 +54,24 @@ def test_teacher_cache_serves_the_same_outputs_and_counts_hits():
     assert torch.equal(full.outputs(teacher, batch["input_ids"], batch["attention_mask"])[0], logits) and len(full) == 0
 
 
+def test_the_training_loop_hands_the_cache_a_key_made_on_the_host(monkeypatch):
+    """A key made from device tensors waits for the GPU every step; the loop makes it from the host batch, and it is
+    the key the cache would make itself."""
+    pretrained, task = encoder(), toy_task()
+    teacher, _ = teacher_of(pretrained, task)
+    keys, outputs = [], layerdistil.TeacherBatchCache.outputs
+
+    def spy(self, teacher, input_ids, attention_mask, key=None):
+        keys.append((key, layerdistil.TeacherBatchCache.key(input_ids, attention_mask)))
+        return outputs(self, teacher, input_ids, attention_mask, key)
+
+    monkeypatch.setattr(layerdistil.TeacherBatchCache, "outputs", spy)
+    cache = layerdistil.TeacherBatchCache()
+    lc.train_and_score(teacher, pretrained, task, 2, "PKD-Skip", 1, lc.Setting(epochs=1, batch_size=8, lr=1e-3),
+                       cache=cache)
+    assert len(keys) == 4 and all(given is not None and given == made for given, made in keys)
+
+
 def test_a_cached_teacher_trains_the_same_student():
     pretrained, task = encoder(), toy_task()
     teacher, _ = teacher_of(pretrained, task)
