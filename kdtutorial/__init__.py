@@ -5,12 +5,13 @@ The package has one folder per part of the course; parts depend one way only
 
 * ``common``   what every lesson uses: KD losses, temperature schedules, statistics over seeds, seeding and
                devices, verified downloads, seeded stratified splits, parameter counts, the shared text corpora,
-               seeded label noise, the process pool that runs independent jobs side by side
+               seeded label noise, the process pool that runs independent jobs side by side and the models that
+               travel to it as parts
 * ``vision``   lessons 01, 02, 04: digits / Fashion-MNIST, MLP and CNN models, the vision training loop,
                objectives binding the losses to cached teacher outputs, multi-seed experiments
 * ``text``     lessons 03, 05, 07, 09, 10: model resolution, tokenised batches, the text training loop (``optim``),
                layer-copied students, DistilBERT's losses, masked-LM pre-training, fine-tuning, DistilBERT's two
-               stages for several variants, independent runs in processes sharing a GPU, MATE-KD, SST-2,
+               stages for several variants, MATE-KD, SST-2,
                layer maps and intermediate-layer losses (PKD, TinyBERT, CKD, ALP-KD), GLUE tasks and scores
                (SST-2, RTE, MRPC, CoLA), unlabelled sentence pools, leakage checks, cached sentence embeddings,
                retrieval (exact vector index, TF-IDF), Minimax-kNN selection and kNN-augmented KD, Annealing KD on
@@ -35,14 +36,14 @@ PARTS = ("common", "vision", "text", "ranking", "lm", "course")
 #: module name -> its part (``kd.losses`` is ``kdtutorial.common.losses``)
 MODULES = {
     **dict.fromkeys(("losses", "schedules", "statistics", "environment", "downloads", "splits", "modules", "checks",
-                     "corpora", "labelnoise", "workerpool"), "common"),
+                     "corpora", "labelnoise", "workerpool", "processes"), "common"),
     **dict.fromkeys(("data", "models", "training", "seedbatch", "seedprocesses", "objectives", "objectivestack",
                      "experiments"),
                     "vision"),
     **dict.fromkeys(("hub", "tokens", "optim", "students", "distilbert", "pretraining", "finetuning", "matekd", "sst2",
                      "layers", "intermediate", "layerdistil", "layercompare", "glue", "pool", "leakage", "embedcache",
-                     "retrieval", "minimax", "knnaug", "annealing", "allmethods", "openproblems", "processes",
-                     "twostage", "materuns"),
+                     "retrieval", "minimax", "knnaug", "annealing", "allmethods", "openproblems", "twostage",
+                     "materuns"),
                     "text"),
     **dict.fromkeys(("qadsm", "transfer", "crossencoder", "twotower", "rankers", "relevance", "metrics", "scaling",
                      "leanscorer", "domainmlm", "studentkinds"),

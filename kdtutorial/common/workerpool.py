@@ -1,5 +1,5 @@
 """Independent jobs, several at a time, each in a process of its own on one device: the one process pool every lesson
-that trains runs side by side uses (vision: ``vision.seedprocesses``; text: ``text.processes``).
+that trains runs side by side uses (vision: ``vision.seedprocesses``; text: ``common.processes``).
 
 :func:`map_in_processes` runs ``fn(shared, job)`` for every job and returns the results in the order of the jobs:
 
@@ -11,7 +11,7 @@ that trains runs side by side uses (vision: ``vision.seedprocesses``; text: ``te
 
 ``encode`` / ``decode`` (functions of a module) turn what crosses a process boundary into something that pickles and
 back: ``shared`` on its way to the processes, each result on its way back (e.g. a transformers model, whose forward
-hooks do not pickle, as its class, config and weights: ``text.processes``). A process that dies (killed for memory, for
+hooks do not pickle, as its class, config and weights: ``common.processes``). A process that dies (killed for memory, for
 instance) raises an error saying so, not a bare ``BrokenProcessPool``.
 """
 from __future__ import annotations

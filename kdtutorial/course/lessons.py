@@ -159,16 +159,16 @@ LESSONS: dict[str, Lesson] = {
                    CONTINUATION_TOKENS=Int(1, 256), TRAIN_WINDOWS=Int(8, 10**6), HELDOUT_WINDOWS=Int(4, 10**5),
                    WIKI_WINDOWS=Int(1, 10**5), STEPS=Int(1, 10**6), BATCH_SIZE=Int(1, 4096), EVAL_BATCH=Int(1, 4096),
                    LR=_rate, T=_positive, BETA=_share, LAM=_share, TOP_K=Int(1, 10**6),
-                   TOP_K_SWEEP=ListOf(Int(1, 10**6), empty=True), COST_KS=ListOf(Int(1, 10**6))),
+                   TOP_K_SWEEP=ListOf(Int(1, 10**6), empty=True), COST_KS=ListOf(Int(1, 10**6)), WORKERS=Int(1, 64)),
         quick=dict(N_SEEDS=2, STUDENT_LAYERS=[0, 10, 19, 29], PROMPT_TOKENS=8, CONTINUATION_TOKENS=16,
                    TRAIN_WINDOWS=128, HELDOUT_WINDOWS=32, WIKI_WINDOWS=16, STEPS=20, BATCH_SIZE=8, EVAL_BATCH=8,
-                   LR=1e-3, RANDOM_INIT_VARIANT=False, TOP_K_SWEEP=[]),
+                   LR=1e-3, RANDOM_INIT_VARIANT=False, TOP_K_SWEEP=[], WORKERS=1),
         # sized from benchmarks/lm_step_costs.py on one H200 (bf16 autocast, batch 64, 24-token continuations):
         # 66 ms a word-level KD step, 30 top-k, 35 sequence-level, 180 on-policy (LAM 0.5); 11 s of teacher
         # continuations per 4,096 windows; 27-34 s to load the GGUF
         full=dict(N_SEEDS=3, STUDENT_LAYERS=[0, 6, 12, 17, 23, 29], PROMPT_TOKENS=8, CONTINUATION_TOKENS=24,
                   TRAIN_WINDOWS=8000, HELDOUT_WINDOWS=1000, WIKI_WINDOWS=200, STEPS=250, BATCH_SIZE=64,
-                  EVAL_BATCH=128, LR=3e-4, RANDOM_INIT_VARIANT=False, TOP_K_SWEEP=[10, 200]),
+                  EVAL_BATCH=128, LR=3e-4, RANDOM_INIT_VARIANT=False, TOP_K_SWEEP=[10, 200], WORKERS=8),
     ),
     "09_knn_augmentation": Lesson(
         rules=dict(TEACHER=Text(), EMBEDDER=Text(), STUDENT_LAYERS=_layers, MAX_LENGTH=Int(8, 512),

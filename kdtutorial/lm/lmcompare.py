@@ -20,8 +20,10 @@ from kdtutorial.lm.lmdistil import (LM_METHODS, LMSetting, method_loss, teacher_
 from kdtutorial.lm.lmeval import score_lm
 from kdtutorial.lm.generation import continue_prompts
 from kdtutorial.lm.lmtext import Windows, imdb_sentences, prompt_windows, text_windows, wikitext_text
+from kdtutorial.common.processes import run_jobs
 
-__all__ = ["LM_INITS", "LMData", "build_lm_data", "new_lm_student", "compare_lm_methods", "vocab_costs"]
+__all__ = ["LM_INITS", "LMData", "LMRuns", "build_lm_data", "new_lm_student", "run_lm_student", "compare_lm_methods",
+           "vocab_costs"]
 
 LM_INITS = ("copied", "random")
 
@@ -65,14 +67,71 @@ def _decode(tokenizer, windows: Windows) -> list[str]:
     return [tokenizer.decode(row[windows.prompt:], skip_special_tokens=True) for row in windows.ids]
 
 
+@dataclass
+class LMRuns:
+    """What every student of :func:`compare_lm_methods` shares: the ``teacher``, the ``data``, the ``setting``, the
+    teacher's cached ``top_k`` logits and greedy ``teacher_text`` (None where no method needs them), how students
+    start (``layers``, ``init``, ``freeze_embeddings``), the ``few`` held-out prompts whose greedy continuations a
+    first-seed student writes, and a ``progress`` bar advanced per training step (only where the students train in
+    this process)."""
+
+    teacher: object
+    data: LMData
+    setting: LMSetting
+    top_k: object
+    teacher_text: Windows | None
+    layers: list
+    init: str
+    freeze_embeddings: bool
+    few: torch.Tensor
+    progress: object = None
+
+
+def run_lm_student(shared: LMRuns, job) -> dict:
+    """One student, ``job = (method, seed, write_samples)``: built after ``seed_everything(seed)``, trained by
+    :func:`~kdtutorial.lm.lmdistil.train_lm_student`, scored by :func:`~kdtutorial.lm.lmeval.score_lm`. Returns its
+    record, its loss curve and, if ``write_samples``, the token ids of its greedy continuations of ``shared.few``."""
+    method, seed, write_samples = job
+    setting, data, teacher = shared.setting, shared.data, shared.teacher
+    device = torch.device(setting.device)
+    teacher.to(device).eval()
+    seed_everything(seed)
+    student = new_lm_student(teacher, shared.init, shared.layers, seed, freeze_embeddings=shared.freeze_embeddings)
+    history = train_lm_student(method, student, teacher, data.train, setting, seed, top_k=shared.top_k,
+                               teacher_text=shared.teacher_text, progress=shared.progress)
+    scores = score_lm(student, teacher, data.heldout, data.wiki, seed=seed, batch_size=setting.eval_batch,
+                      device=device, amp=setting.amp)
+    record = {"method": method, "seed": seed, **scores, "train_seconds": history["seconds"],
+              "on_policy_steps": history["on_policy_steps"]}
+    samples = (continue_prompts(student, shared.few, data.heldout.continuation, sample=False, device=device).ids.cpu()
+               if write_samples else None)
+    del student
+    gc.collect()
+    return {"record": record, "losses": history["losses"], "samples": samples}
+
+
+class _StepsPerJob:
+    """A tqdm bar counting training steps, advanced by ``steps`` when a student trained elsewhere finishes."""
+
+    def __init__(self, bar, steps: int):
+        self.bar, self.steps = bar, steps
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n * self.steps)
+
+
 def compare_lm_methods(teacher, tokenizer, data: LMData, setting: LMSetting, seeds, methods=LM_METHODS, *,
                        layers, init: str = "copied", freeze_embeddings: bool = True, n_samples: int = 4,
-                       progress=None):
+                       workers: int = 1, threads: int | None = None, progress=None):
     """Train a student per (method, seed), score it; return ``(records, samples, curves)``.
 
     ``records``: one dict per trained student (method, seed, every :func:`score_lm` number, train seconds), plus the
     teacher's own scores (method "teacher"). ``samples``: greedy continuations of the first ``n_samples`` held-out
-    prompts, by the teacher and by each method's first-seed student. ``curves``: the loss curves."""
+    prompts, by the teacher and by each method's first-seed student. ``curves``: the loss curves.
+
+    Each student is one job (:func:`run_lm_student`); ``workers > 1`` trains that many at a time, each in a process
+    of its own on the same device (:func:`~kdtutorial.common.processes.run_jobs`: the same results, up to a GPU's
+    run-to-run variation; ``threads``: CPU threads per process). ``progress``: a tqdm bar counting training steps."""
     for m in methods:
         check_choice("METHODS", m, LM_METHODS)
     device = torch.device(setting.device)
@@ -88,23 +147,18 @@ def compare_lm_methods(teacher, tokenizer, data: LMData, setting: LMSetting, see
     scores = score_lm(teacher, teacher, data.heldout, data.wiki, seed=seeds[0], batch_size=setting.eval_batch,
                       device=device, amp=setting.amp)
     records = [{"method": "teacher", "seed": seeds[0], **scores, "train_seconds": 0.0}]
+    jobs = [(method, seed, seed == seeds[0]) for seed in seeds for method in methods]
+    here = workers <= 1 or len(jobs) <= 1
+    shared = LMRuns(teacher, data, setting, top_k, teacher_text, list(layers), init, freeze_embeddings, few,
+                    progress if here else None)
+    outs = run_jobs(run_lm_student, shared, jobs, workers=workers, threads=threads,
+                    progress=None if here or progress is None else _StepsPerJob(progress, setting.steps))
     curves = {}
-    for seed in seeds:
-        for method in methods:
-            seed_everything(seed)
-            student = new_lm_student(teacher, init, layers, seed, freeze_embeddings=freeze_embeddings)
-            history = train_lm_student(method, student, teacher, data.train, setting, seed, top_k=top_k,
-                                       teacher_text=teacher_text, progress=progress)
-            scores = score_lm(student, teacher, data.heldout, data.wiki, seed=seed, batch_size=setting.eval_batch,
-                              device=device, amp=setting.amp)
-            records.append({"method": method, "seed": seed, **scores, "train_seconds": history["seconds"],
-                            "on_policy_steps": history["on_policy_steps"]})
-            curves[(method, seed)] = history["losses"]
-            if seed == seeds[0]:
-                samples[method] = _decode(tokenizer, continue_prompts(student, few, data.heldout.continuation,
-                                                                      sample=False, device=device))
-            del student
-            gc.collect()
+    for (method, seed, write_samples), out in zip(jobs, outs):
+        records.append(out["record"])
+        curves[(method, seed)] = out["losses"]
+        if write_samples:
+            samples[method] = _decode(tokenizer, Windows(out["samples"], few.shape[1]))
     return records, samples, curves
 
 

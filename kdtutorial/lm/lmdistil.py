@@ -154,8 +154,9 @@ def train_lm_student(method: str, student, teacher, train: Windows, setting: LMS
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
-        losses.append(loss.item())
+        losses.append(loss.detach())  # read once after the loop: a .item() per step would wait for the GPU
         if progress is not None:
             progress.update(1)
     student.eval()
+    losses = torch.stack(losses).tolist() if losses else []
     return {"losses": losses, "seconds": time.perf_counter() - start, "on_policy_steps": on_policy_steps}

@@ -45,7 +45,7 @@ from kdtutorial.text.layerdistil import distil_with_layers
 from kdtutorial.text.layers import layer_map
 from kdtutorial.text.matekd import train_mate_kd, unused_token_ids
 from kdtutorial.text.pretraining import fit_mlm_head
-from kdtutorial.text.processes import run_jobs
+from kdtutorial.common.processes import run_jobs
 from kdtutorial.text.retrieval import ExactEmbeddingIndex
 from kdtutorial.text.students import copy_layers_student, encoder_layers
 from kdtutorial.text.tokens import tokenize, tokenize_sentence_pairs
@@ -340,7 +340,7 @@ def run_students(prepared: dict, jobs, *, workers: int = 1, progress=None) -> li
     their records in the order of ``jobs``.
 
     ``workers > 1`` trains that many students at a time in separate processes on the same device
-    (:func:`~kdtutorial.text.processes.run_jobs`): a small student's step is bound by the CPU launching GPU kernels,
+    (:func:`~kdtutorial.common.processes.run_jobs`): a small student's step is bound by the CPU launching GPU kernels,
     so several processes keep one GPU busier. Each process receives the prepared tasks once (data, model configs and
     weights; it rebuilds the models) and :func:`train_one` seeds every student itself, so a record does not depend on
     which process trained it (up to a GPU's run-to-run variation); wall times are then measured while sharing the

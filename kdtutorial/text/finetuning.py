@@ -32,6 +32,10 @@ class SentenceClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size, n_classes)
 
+    def constructor_arguments(self) -> dict:
+        """What rebuilds this classifier's shape (``kd.processes.portable`` sends a model to another process so)."""
+        return {"encoder": self.encoder, "n_classes": self.head.out_features, "dropout": self.dropout.p}
+
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None):
         """Logits ``[batch, classes]`` from ``input_ids`` or, instead, ready-made word vectors ``inputs_embeds``
         ``[batch, seq, hidden]`` (the encoder adds position embeddings and LayerNorm as usual), as MATE-KD feeds

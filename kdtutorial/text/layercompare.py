@@ -28,7 +28,7 @@ from kdtutorial.text.finetuning import SentenceClassifier, fine_tune, predict
 from kdtutorial.text.layerdistil import TeacherBatchCache, distil_with_layers
 from kdtutorial.text.layers import layer_map
 from kdtutorial.text.optim import optimiser_kernels, to_device
-from kdtutorial.text.processes import run_jobs
+from kdtutorial.common.processes import run_jobs
 from kdtutorial.text.students import copy_layers_encoder, encoder_layers
 from kdtutorial.text.tokens import padded_batches
 
@@ -241,11 +241,11 @@ def compare_methods(teacher, pretrained_encoder, task: Task, sizes, methods, see
     distiller)``, when given, sees every trained student before it is dropped (one process only).
 
     ``workers > 1`` trains that many students at a time, each in a process of its own on the same device
-    (:func:`~kdtutorial.text.processes.run_jobs`): a small student's step on a GPU waits for Python to launch its
+    (:func:`~kdtutorial.common.processes.run_jobs`): a small student's step on a GPU waits for Python to launch its
     kernels. Every run seeds what it draws, so a record does not depend on where it ran (up to a GPU's run-to-run
     variation); its ``seconds`` and ``peak_mib`` are then measured while sharing the device. Each process keeps a
     teacher cache of its own, of ``cache_bytes / workers``, and uses ``threads`` CPU threads (as
-    :func:`~kdtutorial.text.processes.run_jobs` takes them)."""
+    :func:`~kdtutorial.common.processes.run_jobs` takes them)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"methods {unknown} are not known: expected some of {', '.join(METHODS)}")

@@ -5,7 +5,7 @@ and seeds, each one job.
 Every student starts as the classifier of :func:`copied_student` (the encoder's embeddings and chosen layers, a fresh
 linear head) built right after ``seed_everything(seed)``, so students of one seed start equal whatever the method.
 The jobs do not depend on each other, so :func:`run_comparison` can train them in processes sharing one GPU
-(:func:`~kdtutorial.text.processes.run_jobs`); one after another (``workers=1``) only one student is in memory at a
+(:func:`~kdtutorial.common.processes.run_jobs`); one after another (``workers=1``) only one student is in memory at a
 time, besides those asked for in ``keep``.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from kdtutorial.common.environment import release_memory, seed_everything
 from kdtutorial.common.statistics import accuracy
 from kdtutorial.text.finetuning import SentenceClassifier, predict
 from kdtutorial.text.matekd import train_mate_kd
-from kdtutorial.text.processes import run_jobs
+from kdtutorial.common.processes import run_jobs
 from kdtutorial.text.students import copy_layers_encoder
 
 __all__ = ["MateRuns", "copied_student", "run_student", "run_comparison"]
@@ -77,7 +77,7 @@ def run_comparison(shared: MateRuns, jobs, *, workers: int = 1, threads: int | N
                  progress=None) -> list:
     """:func:`run_student` for every job, in order; ``workers > 1`` trains that many at a time in processes on the
     same device (the same results, up to a GPU's run-to-run variation; ``threads``: CPU threads each, as
-    :func:`~kdtutorial.text.processes.run_jobs` takes them). ``progress``: a tqdm bar advanced once per
+    :func:`~kdtutorial.common.processes.run_jobs` takes them). ``progress``: a tqdm bar advanced once per
     student."""
     jobs = [(method, int(seed), dict(overrides)) for method, seed, overrides in jobs]
     unknown = sorted({m for m, _, _ in jobs} - set(shared.methods))

@@ -10,7 +10,7 @@ distillation (:func:`~kdtutorial.text.pretraining.general_distillation`), or ``N
 
 Each variant is one job (:func:`run_variant`: distil, then fine-tune for every seed), and the variants do not depend
 on each other, so :func:`run_variants` can run them in processes sharing one GPU
-(:func:`~kdtutorial.text.processes.run_jobs`); one after another (``workers=1``) only one student is in memory at a
+(:func:`~kdtutorial.common.processes.run_jobs`); one after another (``workers=1``) only one student is in memory at a
 time.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from kdtutorial.common.environment import seed_everything
 from kdtutorial.common.modules import count_parameters
 from kdtutorial.text.finetuning import SentenceClassifier, fine_tune_and_test
 from kdtutorial.text.pretraining import general_distillation
-from kdtutorial.text.processes import run_jobs
+from kdtutorial.common.processes import run_jobs
 from kdtutorial.text.students import copy_layers_student, random_student
 
 __all__ = ["INITS", "TwoStage", "check_variants", "distil_student", "run_variant", "run_variants"]
@@ -111,7 +111,7 @@ def run_variant(shared: TwoStage, job) -> dict:
 def run_variants(shared: TwoStage, variants: dict, *, workers: int = 1, threads: int | None = None,
                  progress=None) -> list:
     """:func:`run_variant` for every variant, in order; ``workers > 1`` runs that many at a time in processes on the
-    same device (:func:`~kdtutorial.text.processes.run_jobs`, with ``threads`` CPU threads each: the same results, up to
+    same device (:func:`~kdtutorial.common.processes.run_jobs`, with ``threads`` CPU threads each: the same results, up to
     a GPU's run-to-run variation).
     ``progress``: a tqdm bar advanced once per variant."""
     check_variants(variants)

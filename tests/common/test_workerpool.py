@@ -1,7 +1,7 @@
 """The process pool (``kdtutorial.common.workerpool``): results in the order of the jobs, here or in processes; what
 crosses a process boundary goes through ``encode`` / ``decode``; a bad worker count and a process that dies give
 errors that say what to do. Its users test their own jobs (``tests/vision/test_seedprocesses.py``,
-``tests/text/test_processes.py``)."""
+``tests/common/test_processes.py``)."""
 import os
 
 import pytest

@@ -1,4 +1,5 @@
-"""Independent training runs of the text lessons, several at a time, each in a process of its own on one device.
+"""Independent training runs (the text lessons', lesson 08's), several at a time, each in a process of its own on one
+device.
 
 On a GPU a small BERT student's step is bound by the host: transformers' Python code launches a few hundred small
 kernels per step, and the GPU waits for them. Runs that do not depend on each other (methods x seeds) can then share
@@ -7,10 +8,12 @@ way). On a CPU there is nothing to gain (the cores are already busy), so the les
 there, in this process.
 
 :func:`run_jobs` is :func:`~kdtutorial.common.workerpool.map_in_processes` (its docstring says how jobs run, where and
-with which guarantees; ``tests/text/test_processes.py`` checks a text job bit for bit on the CPU) with models crossing
-process boundaries as plain parts (:func:`portable`, :func:`restored`): a transformers model carries forward hooks
-that do not survive pickling, so it travels as its class, config and weights and is rebuilt on the other side, with
-its train/eval mode and frozen parameters as they were. Tensors arrive on the CPU.
+with which guarantees; ``tests/common/test_processes.py`` checks a text job bit for bit on the CPU) with models
+crossing process boundaries as plain parts (:func:`portable`, :func:`restored`): a transformers model carries forward
+hooks that do not survive pickling, so it travels as its class, config and weights and is rebuilt on the other side,
+with its train/eval mode and frozen parameters as they were. A module that holds such a model (e.g. the text lessons'
+``SentenceClassifier``) says how to rebuild itself: its ``constructor_arguments()`` (a dict of the arguments its
+class takes, models among them) travel as parts too. Tensors arrive on the CPU.
 """
 from __future__ import annotations
 
@@ -22,16 +25,16 @@ import torch
 from torch import nn
 
 from kdtutorial.common.workerpool import map_in_processes
-from kdtutorial.text.finetuning import SentenceClassifier
 
 __all__ = ["run_jobs", "portable", "restored"]
 
 
 @dataclass(frozen=True)
 class _ModuleParts:
-    """A model as plain parts: ``kind`` "classifier" (a :class:`SentenceClassifier`: ``encoder`` parts, classes,
-    dropout), "config" (a transformers model: class, config and constructor options) or "module" (any other module, pickled as is on the
-    CPU); ``state`` the weights on the CPU; ``training`` its mode; ``frozen`` the parameters without gradients."""
+    """A model as plain parts: ``kind`` "rebuilt" (a module with ``constructor_arguments()``: its class and those
+    arguments, models among them as parts), "config" (a transformers model: class, config and constructor options)
+    or "module" (any other module, pickled as is on the CPU); ``state`` the weights on the CPU; ``training`` its mode;
+    ``frozen`` the parameters without gradients."""
 
     kind: str
     parts: tuple
@@ -43,8 +46,9 @@ class _ModuleParts:
 def _parts(m: nn.Module) -> _ModuleParts:
     state = {k: v.detach().cpu() for k, v in m.state_dict().items()}
     frozen = frozenset(name for name, p in m.named_parameters() if not p.requires_grad)
-    if isinstance(m, SentenceClassifier):
-        parts = ("classifier", (_parts(m.encoder), m.head.out_features, m.dropout.p))
+    if callable(getattr(m, "constructor_arguments", None)):
+        parts = ("rebuilt", (type(m), {k: _parts(v) if isinstance(v, nn.Module) else v
+                                       for k, v in m.constructor_arguments().items()}))
     elif hasattr(m, "config") and hasattr(m.config, "to_dict"):
         # an encoder cut from a masked LM has no pooler (``pooler`` None); rebuilt from its config it would get one
         options = {"add_pooling_layer": False} if getattr(m, "pooler", False) is None else {}
@@ -55,9 +59,9 @@ def _parts(m: nn.Module) -> _ModuleParts:
 
 
 def _module(spec: _ModuleParts) -> nn.Module:
-    if spec.kind == "classifier":
-        encoder, n_classes, dropout = spec.parts
-        model = SentenceClassifier(_module(encoder), n_classes=n_classes, dropout=dropout)
+    if spec.kind == "rebuilt":
+        cls, arguments = spec.parts
+        model = cls(**{k: _module(v) if isinstance(v, _ModuleParts) else v for k, v in arguments.items()})
         model.load_state_dict(spec.state)
     elif spec.kind == "config":
         cls, config, options = spec.parts

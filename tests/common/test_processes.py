@@ -1,4 +1,4 @@
-"""Independent runs in processes (``kdtutorial.text.processes``) and lesson 03's variants built on it
+"""Independent runs in processes (``kdtutorial.common.processes``) and lesson 03's variants built on it
 (``kdtutorial.text.twostage``), on tiny random BERT models: models survive the trip as class, config and weights
 with their mode and frozen parameters; a job computed in a process equals the same job computed here, bit for bit
 on the CPU with as many threads; every variant of lesson 03 runs, keeps what it is asked to keep, and bad variants
@@ -7,7 +7,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
-from kdtutorial.text import processes, twostage
+from kdtutorial.common import processes
+from kdtutorial.text import twostage
 from kdtutorial.text.finetuning import SentenceClassifier, fine_tune_and_test
 from _support import MASK, VOCAB, labelled_toy_text
 
