@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 
 import numpy as np
 
 import kdtutorial as kd
+from _jsonlines import emitter  # benchmarks/_jsonlines.py (this folder is on the path when a script runs)
 from kdtutorial.ranking import crossencoder as ce
 from kdtutorial.ranking import metrics, qadsm, rankers, studentkinds, transfer, twotower
 
@@ -48,14 +48,7 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=64, help="label batches (the lesson's 2 x BATCH_SIZE)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
-    began = time.perf_counter()
-
-    def emit(**record):
-        record["elapsed_s"] = round(time.perf_counter() - began, 1)
-        line = json.dumps(record)
-        print(line, flush=True)
-        with open(args.out, "a") as f:
-            f.write(line + "\n")
+    emit = emitter(args.out)
 
     device = kd.environment.resolve_device(args.device)
     amp = device.type == "cuda"
@@ -99,6 +92,7 @@ def main(argv=None) -> None:
     sides = {s: rankers.trigram_sides(hashing, split_data[s]["query"], ads[s]) for s in ("train", "dev", "test")}
     sides["transfer"] = rankers.trigram_sides(hashing, index.queries, index.ads(), query_ids=index.query_ids,
                                               ad_ids=index.ad_ids)
+    # C-DSSM starts from random weights: its rates all come from the scratch rate (the others do not apply)
     rates = studentkinds.student_kind("C-DSSM").rates(labels=0.0, distil=0.0, finetune=0.0, scratch=args.scratch_lr)
     common = dict(device=device, amp=amp, progress=False)
 

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 
 import numpy as np
 import torch
 
 import kdtutorial as kd
+from _jsonlines import emitter  # benchmarks/_jsonlines.py (this folder is on the path when a script runs)
 from kdtutorial.ranking import crossencoder as ce
 from kdtutorial.ranking import rankers, metrics, twotower
 from kdtutorial.ranking import qadsm
@@ -49,14 +49,7 @@ def main(argv=None) -> None:
     p.add_argument("--skip", nargs="*", default=[])
     p.add_argument("--smoke", action="store_true", help="128 train and test pairs, a CPU check of the plumbing")
     args = p.parse_args(argv)
-    began = time.perf_counter()
-
-    def emit(**record):
-        record["elapsed_s"] = round(time.perf_counter() - began, 1)
-        line = json.dumps(record)
-        print(line, flush=True)
-        with open(args.out, "a") as f:
-            f.write(line + "\n")
+    emit = emitter(args.out)
 
     device = kd.environment.resolve_device("auto")
     amp = device.type == "cuda"
