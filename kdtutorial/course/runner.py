@@ -474,8 +474,8 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
     The summary holds ``profile``, ``started_at``, ``finished_at``, ``total_seconds``, ``versions``,
     ``parameters``, ``out_dir``, ``markdown`` (not written to the JSON), ``failed`` (count) and
     ``notebooks`` (one dict per notebook: name, status, seconds, wall_seconds, peak_mib, budget,
-    within_budget, budget_overruns, metrics, output, error, device, software, commit, finished_at; the commit is
-    :func:`run_commit`'s). ``merge``: merge this
+    within_budget, budget_overruns, metrics, output, error, device, software, slowest_cells, commit, finished_at;
+    the commit is :func:`run_commit`'s; ``slowest_cells`` is :func:`kdtutorial.course.report.slowest_cells`). ``merge``: merge this
     call's notebooks into the ``summary.json`` already in the output folder
     (:func:`kdtutorial.course.fullsummary.merge_summaries`), so several ``--only`` calls make one summary.
     """
@@ -559,14 +559,15 @@ def _commit(folder: Path) -> str | None:
 
 def _finish_result(notebook: Path, output: Path, budget: dict, run: dict) -> dict:
     from kdtutorial.course.fullsummary import device_of
-    from kdtutorial.course.report import metrics_from_notebook
+    from kdtutorial.course.report import metrics_from_notebook, slowest_cells
 
-    metrics, device, software = {}, None, None
+    metrics, device, software, slow = {}, None, None, []
     if output.is_file():
         try:
             executed = read_notebook(output)
             metrics = metrics_from_notebook(executed)
             device, software = device_of(executed)
+            slow = slowest_cells(executed)
         except (OSError, ValueError, KeyError):
             pass
     seconds, peak = run.get("seconds"), run.get("peak_mib")
@@ -576,6 +577,7 @@ def _finish_result(notebook: Path, output: Path, budget: dict, run: dict) -> dic
         "wall_seconds": run.get("wall_seconds"), "peak_mib": peak, "budget": budget,
         "within_budget": within, "budget_overruns": overruns, "metrics": metrics,
         "output": str(output), "error": run.get("error"), "device": device, "software": software,
+        "slowest_cells": slow,
     }
 
 
@@ -584,7 +586,8 @@ def _progress_line(tag: str, result: dict) -> str:
     if result["status"] == "ok":
         over = "" if result["within_budget"] is not False else \
             " - over budget: " + "; ".join(result["budget_overruns"])
-        return f"{tag} ok in {measured}{over}"
+        slow = ", ".join(f"cell {c['cell']} {_fmt_seconds(c['seconds'])}" for c in result.get("slowest_cells", [])[:3])
+        return f"{tag} ok in {measured}{over}" + (f" (slowest: {slow})" if slow else "")
     where = _where(result.get("error") or {}).lstrip(", ")
     return f"{tag} {result['status'].upper()} after {measured}: " + \
         (f"{where}: " if where else "") + _describe_error(result)

@@ -140,7 +140,8 @@ def test_end_to_end_run(tmp_path, capsys, monkeypatch):
     nb_dir, out = tmp_path / "notebooks", tmp_path / "runs"
     make_notebook(nb_dir / "01_first.ipynb", [RECORD])
     make_notebook(nb_dir / "02_second.ipynb",
-                  ["from kdtutorial.course.report import record_metrics\nrecord_metrics(acc=0.75)"],
+                  ["from kdtutorial.course.report import record_metrics\nrecord_metrics(acc=0.75)",
+                   "import time\n\ntime.sleep(1.5)  # a slow cell"],
                   metadata={"kdtutorial": {"budget": {"quick": {"seconds": 0.001}}}})
     make_notebook(nb_dir / "scratch.ipynb", ["raise RuntimeError('must not run')"])
     monkeypatch.delenv("PYTHONPATH", raising=False)  # the runner must hand the checkout to the kernel
@@ -158,6 +159,9 @@ def test_end_to_end_run(tmp_path, capsys, monkeypatch):
     assert first["status"] == second["status"] == "ok"
     assert first["metrics"] == {"x": 5, "profile": "quick"}
     assert second["metrics"] == {"acc": 0.75}
+    slow = second["slowest_cells"]  # papermill's cell times, kept before nbstripout would remove them
+    assert [c["seconds"] >= 1.5 for c in slow if c["starts"] == "import time"] == [True]
+    assert all(c["seconds"] >= 1.0 for c in first["slowest_cells"] + slow)  # only cells of a second or more
     for nb in (first, second):
         assert nb["seconds"] > 0 and nb["peak_mib"] > 0 and nb["error"] is None
         assert Path(nb["output"]).is_file()
@@ -215,3 +219,18 @@ def test_runs_of_one_profile_merge_into_one_summary_with_the_device_and_commit(t
     assert len(summary["calls"]) == 2 and summary["calls"][1]["parameters"]["X"] == 7
     assert "01_first.ipynb" in (out / "quick" / "summary.md").read_text()  # the merged table
     capsys.readouterr()
+
+
+def test_slowest_cells_reads_papermill_durations_slowest_first():
+    from kdtutorial.course.report import slowest_cells
+
+    def cell(kind, source, seconds=None):
+        meta = {} if seconds is None else {"papermill": {"duration": seconds}}
+        return {"cell_type": kind, "source": source, "metadata": meta}
+
+    nb = {"cells": [cell("markdown", "# title", 9.0), cell("code", ["\n", "x = 1\n", "y = 2"], 2.25),
+                    cell("code", "fast()", 0.5), cell("code", "slow()", 30.0), cell("code", "untimed()")]}
+    assert slowest_cells(nb) == [{"cell": 3, "seconds": 30.0, "starts": "slow()"},
+                                 {"cell": 1, "seconds": 2.2, "starts": "x = 1"}]
+    assert slowest_cells(nb, limit=1) == [{"cell": 3, "seconds": 30.0, "starts": "slow()"}]
+    assert slowest_cells(nb, at_least=60) == []
