@@ -39,6 +39,8 @@ def main(argv=None) -> None:
     p.add_argument("--transfer-pairs", type=int, default=1_000_000)
     p.add_argument("--teacher-epochs", type=int, default=3)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1 (to finish "
+                   "a run cut short; the summary line then covers these seeds only)")
     p.add_argument("--label-epochs", type=int, nargs="+", default=[3, 6, 12])
     p.add_argument("--distil-epochs", type=int, nargs="+", default=[1, 3, 10])
     p.add_argument("--finetune-epochs", type=int, default=2)
@@ -100,8 +102,9 @@ def main(argv=None) -> None:
         return {s: metrics.roc_auc(y[s], rankers.score_two_tower(model, *sides[s], device=device, amp=amp))
                 for s in ("dev", "test")}
 
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     results = {}  # (method, epochs, seed) -> {"dev", "test"}
-    for seed in range(args.seeds):
+    for seed in seeds:
         for epochs in args.label_epochs:
             model = studentkinds.build_student("C-DSSM", pretrained, [], seed)
             t0 = time.perf_counter()
@@ -127,9 +130,9 @@ def main(argv=None) -> None:
 
     def best_on_dev(method, choices):
         """The epochs whose mean dev AUC over seeds is highest, and its per-seed test AUCs."""
-        mean_dev = {e: np.mean([results[(method, e, s)]["dev"] for s in range(args.seeds)]) for e in choices}
+        mean_dev = {e: np.mean([results[(method, e, s)]["dev"] for s in seeds]) for e in choices}
         e = max(mean_dev, key=mean_dev.get)
-        return e, [results[(method, e, s)]["test"] for s in range(args.seeds)]
+        return e, [results[(method, e, s)]["test"] for s in seeds]
 
     (e_label, label), (e_distil, distil) = (best_on_dev("labels only", args.label_epochs),
                                             best_on_dev("distilled", args.distil_epochs))
