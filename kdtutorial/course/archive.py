@@ -50,7 +50,8 @@ SOURCES = {
                                table=("train_speed = {", "records, scores, servers = [], {}, {}",
                                       'def mean_of(method, metric="roc_auc"):'),
                                changed="STUDENTS ['C-DSSM', 'TwinBERT_res'], MLM_EPOCHS 0 (the whole full profile "
-                                       "does not fit one 10-minute GPU call on an H100)",
+                                       "does not fit one 10-minute GPU call on an H100); label-only C-DSSM for 3 "
+                                       "epochs (run before SCRATCH_EPOCHS, now 12, existed)",
                                extras={"earlier": dict(
                                    notebook="06_qadsm_two_tower.ipynb", commit="e0e08f5", date="2026-11-22",
                                    wall="9 min 34 s", table="records, scores, servers = [], {}, {}",
@@ -68,7 +69,8 @@ SOURCES = {
                                    date="2026-12-06", wall="6 min 24 s",
                                    table=("records, scores, servers = [], {}, {}", 'def mean_of(method, metric="roc_auc"):'),
                                    changed="STUDENTS ['TwinBERT-Tiny', 'TwinBERT_1L', 'TwinBERT_res'], MULTI_TEACHER [], "
-                                           "MLM_EPOCHS 0 (run at commit 4eb5853, whose lesson 06 code is this one's)")}),
+                                           "MLM_EPOCHS 0, label-only TwinBERT-Tiny for 3 epochs (run at commit 4eb5853, "
+                                           "before SCRATCH_EPOCHS existed)")}),
     "07_layer_distillation": dict(notebook="07_layer_distillation.ipynb", commit="5d40d14", date="2026-12-02",
                                   wall="8 min 16 s", table="PAPER_SIZE = {m: 4 if m >= 3 else 2",
                                   extras={"choices": dict(

@@ -45,6 +45,13 @@ class StudentKind:
             return {"labels": scratch, "distil": scratch, "finetune": scratch / 10}
         return {"labels": labels, "distil": distil, "finetune": finetune}
 
+    def label_epochs(self, *, epochs: int, scratch: int) -> int:
+        """Epochs on the labels alone: ``epochs`` for a student from copied weights, ``scratch`` for one with random
+        weights, which starts from nothing and needs more passes before it stops improving (lesson 06's benchmark,
+        ``benchmarks/cdssm_distillation.py``, chose 12 for C-DSSM on QADSM's dev split; 3 left it 1.9 AUC points
+        short). A comparison of distilled with label-only students is fair only if both are trained to their best."""
+        return scratch if self.from_scratch else epochs
+
     def freezes_embeddings(self, freeze_embeddings: bool) -> bool:
         """Whether the word embeddings stay fixed: only copied ones can (random ones must be learned)."""
         return bool(freeze_embeddings) and not self.from_scratch

@@ -57,3 +57,10 @@ def test_random_students_take_the_scratch_rate_and_learn_their_embeddings():
         assert not kind.freezes_embeddings(True)
     assert studentkinds.student_kind("TwinBERT_1L").freezes_embeddings(True)
     assert not studentkinds.student_kind("TwinBERT_1L").freezes_embeddings(False)
+
+
+def test_students_with_random_weights_train_their_own_number_of_label_epochs():
+    assert studentkinds.student_kind("TwinBERT_res").label_epochs(epochs=3, scratch=12) == 3
+    assert studentkinds.student_kind("TwinBERT_1L").label_epochs(epochs=3, scratch=12) == 3
+    for name in ("C-DSSM", "TwinBERT-Tiny"):
+        assert studentkinds.student_kind(name).label_epochs(epochs=3, scratch=12) == 12
