@@ -42,9 +42,11 @@ ARCHIVE_FILE = Path(__file__).with_name("full_results.json")
 SOURCES = {
     "01_soft_targets": dict(notebook="01_soft_targets.ipynb", table="table = kd.statistics.summarize(records)"),
     "02_label_smoothing": dict(notebook="02_label_smoothing.ipynb", table="frame = pd.DataFrame(records)"),
-    "03_distilbert_losses": dict(notebook="03_distilbert_losses.ipynb", table="table = kd.statistics.summarize(records)"),
+    "03_distilbert_losses": dict(notebook="03_distilbert_losses.ipynb",
+                                 table="table = kd.statistics.summarize(records)"),
     "04_annealing_kd": dict(notebook="04_annealing_kd.ipynb", table="ta_model, _, ta_acc ="),
-    "05_mate_kd": dict(notebook="05_mate_kd.ipynb", table="table = kd.statistics.summarize(records, order=list(METHODS))"),
+    "05_mate_kd": dict(notebook="05_mate_kd.ipynb",
+                       table="table = kd.statistics.summarize(records, order=list(METHODS))"),
     "06_qadsm_two_tower": dict(notebook="06_qadsm_two_tower_recipe.ipynb", commit="c03192d", date="2026-12-06",
                                wall="6 min 28 s",
                                table=("train_speed = {", "records, scores, servers = [], {}, {}",

@@ -475,8 +475,8 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
     ``parameters``, ``out_dir``, ``markdown`` (not written to the JSON), ``failed`` (count) and
     ``notebooks`` (one dict per notebook: name, status, seconds, wall_seconds, peak_mib, budget,
     within_budget, budget_overruns, metrics, output, error, device, software, slowest_cells, commit, finished_at;
-    the commit is :func:`run_commit`'s; ``slowest_cells`` is :func:`kdtutorial.course.report.slowest_cells`). ``merge``: merge this
-    call's notebooks into the ``summary.json`` already in the output folder
+    the commit is :func:`run_commit`'s; ``slowest_cells`` is :func:`kdtutorial.course.report.slowest_cells`).
+    ``merge``: merge this call's notebooks into the ``summary.json`` already in the output folder
     (:func:`kdtutorial.course.fullsummary.merge_summaries`), so several ``--only`` calls make one summary.
     """
     if profile not in PROFILES:
