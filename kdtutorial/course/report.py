@@ -56,18 +56,3 @@ def metrics_from_notebook(nb) -> dict:
                 found.update(payload)
     return found
 
-
-def slowest_cells(nb, limit: int = 8, at_least: float = 1.0) -> list[dict]:
-    """Where an executed notebook's time went: its ``limit`` slowest code cells of at least ``at_least`` seconds,
-    slowest first, each ``{"cell", "seconds", "starts"}`` (index in the executed notebook, papermill's duration,
-    the first line of the source). Read from papermill's cell metadata, which nbstripout later removes, so the
-    runner keeps it in the summary."""
-    timed = []
-    for index, cell in enumerate(nb["cells"]):
-        seconds = ((cell.get("metadata") or {}).get("papermill") or {}).get("duration")
-        if cell.get("cell_type") == "code" and isinstance(seconds, (int, float)) and seconds >= at_least:
-            source = cell.get("source", "")
-            source = "".join(source) if isinstance(source, list) else source
-            first = next((line for line in source.splitlines() if line.strip()), "")
-            timed.append({"cell": index, "seconds": round(float(seconds), 1), "starts": first[:80]})
-    return sorted(timed, key=lambda c: -c["seconds"])[:limit]

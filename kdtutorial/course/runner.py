@@ -475,7 +475,7 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
     ``parameters``, ``out_dir``, ``markdown`` (not written to the JSON), ``failed`` (count) and
     ``notebooks`` (one dict per notebook: name, status, seconds, wall_seconds, peak_mib, budget,
     within_budget, budget_overruns, metrics, output, error, device, software, slowest_cells, commit, finished_at;
-    the commit is :func:`run_commit`'s; ``slowest_cells`` is :func:`kdtutorial.course.report.slowest_cells`).
+    the commit is :func:`run_commit`'s; ``slowest_cells`` is :func:`slowest_cells`'s).
     ``merge``: merge this call's notebooks into the ``summary.json`` already in the output folder
     (:func:`kdtutorial.course.fullsummary.merge_summaries`), so several ``--only`` calls make one summary.
     """
@@ -557,9 +557,24 @@ def _commit(folder: Path) -> str | None:
     return head + ("+changes" if dirty else "")
 
 
+def slowest_cells(nb, limit: int = 8, at_least: float = 1.0) -> list[dict]:
+    """Where an executed notebook's time went: its ``limit`` slowest code cells of at least ``at_least`` seconds,
+    slowest first, each ``{"cell", "seconds", "starts"}`` (index in the executed notebook, papermill's duration,
+    the first line of the source). Read from papermill's cell metadata, which nbstripout later removes, so the
+    runner keeps it in the summary."""
+    timed = []
+    for index, cell in enumerate(nb["cells"]):
+        seconds = ((cell.get("metadata") or {}).get("papermill") or {}).get("duration")
+        if cell.get("cell_type") == "code" and isinstance(seconds, (int, float)) and seconds >= at_least:
+            source = cell.get("source", "")
+            starts = _first_line("".join(source) if isinstance(source, list) else source, limit=80)
+            timed.append({"cell": index, "seconds": round(float(seconds), 1), "starts": starts})
+    return sorted(timed, key=lambda c: -c["seconds"])[:limit]
+
+
 def _finish_result(notebook: Path, output: Path, budget: dict, run: dict) -> dict:
     from kdtutorial.course.fullsummary import device_of
-    from kdtutorial.course.report import metrics_from_notebook, slowest_cells
+    from kdtutorial.course.report import metrics_from_notebook
 
     metrics, device, software, slow = {}, None, None, []
     if output.is_file():

@@ -222,7 +222,7 @@ def test_runs_of_one_profile_merge_into_one_summary_with_the_device_and_commit(t
 
 
 def test_slowest_cells_reads_papermill_durations_slowest_first():
-    from kdtutorial.course.report import slowest_cells
+    from kdtutorial.course.runner import slowest_cells
 
     def cell(kind, source, seconds=None):
         meta = {} if seconds is None else {"papermill": {"duration": seconds}}
