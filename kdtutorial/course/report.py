@@ -55,4 +55,3 @@ def metrics_from_notebook(nb) -> dict:
                     payload = json.loads(payload)
                 found.update(payload)
     return found
-
