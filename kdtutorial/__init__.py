@@ -17,7 +17,7 @@ The package has one folder per part of the course; parts depend one way only
                retrieval (exact vector index, TF-IDF), Minimax-kNN selection and kNN-augmented KD, Annealing KD on
                text and its combination with MATE-KD, the all-methods harness and two open problems
 * ``ranking``  lesson 06: XGLUE QADSM, transfer sets, the cross-encoder teacher, two-tower students, relevance
-               KD losses, ranking metrics, multi-GPU scaling
+               KD losses, ranking metrics, the students' runs side by side in processes, multi-GPU scaling
 * ``lm``       lesson 08: causal LMs (SmolLM2 from its GGUF wheel), decoder students, per-token divergences
                (forward / reverse KL, JSD(beta), top-k), word-level, sequence-level and on-policy KD, held-out scores
 * ``course``   the machinery: notebook parameters, the suite runner, metrics reports, the archived full runs,
@@ -46,7 +46,7 @@ MODULES = {
                      "materuns"),
                     "text"),
     **dict.fromkeys(("qadsm", "transfer", "crossencoder", "twotower", "rankers", "relevance", "metrics", "scaling",
-                     "leanscorer", "domainmlm", "studentkinds"),
+                     "leanscorer", "domainmlm", "studentkinds", "studentruns"),
                     "ranking"),
     **dict.fromkeys(("causallm", "decoders", "divergences", "lmtext", "generation", "lmdistil", "lmeval", "lmcompare",
                      "modes"), "lm"),
