@@ -8,6 +8,8 @@ depend on each other, so :func:`run_two_towers` can train them in processes shar
 (:func:`~kdtutorial.common.processes.run_jobs`): a small two-tower step is bound by the host (C-DSSM's letter-trigram
 batches are built on the CPU; a few-layer TwinBERT's kernels are small), so several students keep the GPU busier than
 one. One after another (``workers=1``), only one student is in memory at a time, besides those asked for in ``keep``.
+The training calls draw no per-step progress bars (a job often runs in a worker process, whose bars would interleave);
+:func:`run_two_towers` advances one bar per finished student.
 """
 from __future__ import annotations
 
@@ -75,7 +77,7 @@ def student_sides(runs: StudentRuns, kind: str, part: str):
 
 
 def _device(runs: StudentRuns) -> dict:
-    # no per-step bars: a job runs in a worker process as often as not; run_two_towers' progress counts students
+    """The ``device`` and ``amp`` every training and scoring call of a job takes."""
     return dict(device=runs.options.get("device", "cpu"), amp=runs.options.get("amp", False))
 
 
