@@ -5,9 +5,9 @@ labels with the KD term; TwinBERT, Lu et al., 2020, section 3.4), and scores the
 A job builds its student with :func:`~kdtutorial.ranking.studentkinds.build_student` (which seeds everything first)
 and then draws only from that seed, so a job's result does not depend on which jobs ran before it. The jobs do not
 depend on each other, so :func:`run_two_towers` can train them in processes sharing one GPU
-(:func:`~kdtutorial.common.processes.run_jobs`): a small two-tower step is bound by the host (C-DSSM's letter-trigram
-batches are built on the CPU; a few-layer TwinBERT's kernels are small), so several students keep the GPU busier than
-one. One after another (``workers=1``), only one student is in memory at a time, besides those asked for in ``keep``.
+(:func:`~kdtutorial.common.processes.run_jobs`): while one student's process prepares a step on the host (C-DSSM's
+letter-trigram batches are built on the CPU, about 2 ms for 1,024 pairs on a 2-core CPU; a few-layer TwinBERT launches
+small kernels), another's can run on the GPU. How much that saves on a GPU is not measured yet. One after another (``workers=1``), only one student is in memory at a time, besides those asked for in ``keep``.
 The training calls draw no per-step progress bars (a job often runs in a worker process, whose bars would interleave);
 :func:`run_two_towers` advances one bar per finished student.
 """
