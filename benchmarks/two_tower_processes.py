@@ -6,8 +6,9 @@ The transfer set is the lesson's size (a million re-paired QADSM-de training pai
 needs no embedding pass), and the teacher's logits are a seeded stand-in (normal, std 3): the time of a step does not
 depend on the values it learns, and no AUC here means anything. What is compared besides the time: the test logits of
 every job, which should agree between the two ways up to the GPU's run-to-run variation (on a CPU, up to rounding:
-each process gets a share of the cores, and other thread counts sum in another order). Each way after an untimed
-warm-up (one short job in this process). One JSON line per measurement. Run:
+each process gets a share of the cores, and other thread counts sum in another order). Both ways follow an untimed
+warm-up job in this process; the time in processes includes starting them and sending each the shared data (as the
+lesson pays it). One JSON line per measurement. Run:
 ``python benchmarks/two_tower_processes.py --out FILE`` (CUDA; QADSM-de under $KDTUTORIAL_DATA; a tiny CPU smoke run:
 ``--transfer-pairs 2000 --train-pairs 256 --test-pairs 256 --kinds C-DSSM TwinBERT_res --seeds 1 --workers 2``).
 """

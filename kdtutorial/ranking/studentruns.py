@@ -7,7 +7,8 @@ and then draws only from that seed, so a job's result does not depend on which j
 depend on each other, so :func:`run_two_towers` can train them in processes sharing one GPU
 (:func:`~kdtutorial.common.processes.run_jobs`): while one student's process prepares a step on the host (C-DSSM's
 letter-trigram batches are built on the CPU, about 2 ms for 1,024 pairs on a 2-core CPU; a few-layer TwinBERT launches
-small kernels), another's can run on the GPU. How much that saves on a GPU is not measured yet. One after another (``workers=1``), only one student is in memory at a time, besides those asked for in ``keep``.
+small kernels), another's can run on the GPU. How much that saves on a GPU is not measured yet. One after another
+(``workers=1``), only one student is in memory at a time, besides those asked for in ``keep``.
 The training calls draw no per-step progress bars (a job often runs in a worker process, whose bars would interleave);
 :func:`run_two_towers` advances one bar per finished student.
 """
@@ -29,6 +30,12 @@ __all__ = ["HOWS", "StudentRuns", "student_sides", "train_label_only", "train_di
 #: how a job trains its student: "labels" (labels alone), "distilled" (from the recipe's teacher, target "one"),
 #: "mean" (from the mean logit of several teachers, target "mean")
 HOWS = ("labels", "distilled", "mean")
+_TARGET = {"distilled": "one", "mean": "mean"}  # the teacher each distilling job learns from
+
+
+def _check_how(how: str) -> None:
+    if how not in HOWS:
+        raise ValueError(f"how {how!r} is not allowed: expected one of {HOWS}")
 
 
 @dataclass
@@ -121,15 +128,13 @@ def run_two_tower(runs: StudentRuns, job) -> dict:
     and scored on the test pairs. Returns ``{"kind", "seed", "how", "test_logits", "after_distillation": the test
     logits before fine-tuning (None for "labels"), "student": None unless the job is in ``keep``}``."""
     kind, seed, how = job
-    if how not in HOWS:
-        raise ValueError(f"how {how!r} is not allowed: expected one of {HOWS}")
+    _check_how(how)
     model = build_student(kind, runs.pretrained, runs.layers, seed)
     after_distillation = None
     if how == "labels":
         train_label_only(runs, model, kind, seed)
     else:
-        model, after_distillation = train_distilled(runs, model, kind, seed,
-                                                    target="one" if how == "distilled" else "mean")
+        model, after_distillation = train_distilled(runs, model, kind, seed, target=_TARGET[how])
     logits = score_two_tower(model, *student_sides(runs, kind, "test"), **_device(runs))
     kept = (kind, seed, how) in set(runs.keep)
     out = dict(kind=kind, seed=seed, how=how, test_logits=logits, after_distillation=after_distillation,
@@ -146,7 +151,6 @@ def run_two_towers(runs: StudentRuns, jobs, *, workers: int = 1, threads: int | 
     student."""
     jobs = [(kind, int(seed), how) for kind, seed, how in jobs]
     for kind, _, how in jobs:
-        student_kind(kind)  # an unknown kind fails here, before any process starts
-        if how not in HOWS:
-            raise ValueError(f"how {how!r} is not allowed: expected one of {HOWS}")
+        student_kind(kind)  # an unknown kind or how fails here, before any process starts
+        _check_how(how)
     return run_jobs(run_two_tower, runs, jobs, workers=workers, threads=threads, progress=progress)
