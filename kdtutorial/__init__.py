@@ -51,7 +51,7 @@ MODULES = {
     **dict.fromkeys(("causallm", "decoders", "divergences", "lmtext", "generation", "lmdistil", "lmeval", "lmcompare",
                      "modes"), "lm"),
     **dict.fromkeys(("parameters", "lessons", "runner", "report", "outputs", "plotting", "widgets", "archive",
-                     "fullsummary", "diagrams"), "course"),
+                     "benchmarkarchive", "fullsummary", "diagrams"), "course"),
 }
 
 __all__ = [*PARTS, *MODULES]

@@ -10,7 +10,8 @@ or Binder, who has the package but not the repository's ``results/`` folder, see
 A lesson may also have *supplementary* full runs (``extras``): the same notebook run again in the full profile with
 a few parameters changed (say, one task and a new section's grid, when the whole lesson with it would not fit one
 GPU call). Each is archived beside the main run, names the parameters it changed, and contributes one table, shown
-with ``show_full_table(lesson, extra=NAME)``.
+with ``show_full_table(lesson, extra=NAME)``. A main run may also name *parts* (``parts``): tables of its earlier
+sections, shown where the lesson reaches them with ``show_full_table(lesson, part=NAME)``.
 
 Maintainers: a full run made by the runner (``python -m kdtutorial run --profile full --merge --out results``) is
 described by ``results/full/summary.json``: its ``SOURCES`` entry names only the notebook and its table, and the
@@ -38,7 +39,9 @@ ARCHIVE_FILE = Path(__file__).with_name("full_results.json")
 #: (or a tuple of such lines: their cells' texts are joined); ``changed``: the parameters the main run changed from
 #: the full profile, when a whole full profile would not fit one GPU call;
 #: ``extras``: supplementary runs, name -> the same keys plus ``changed`` (the parameters that differ from the full
-#: profile, as papermill got them)
+#: profile, as papermill got them; ``archived_as``: the file's name in the commit that archived it, when it was renamed
+#: since); ``parts``: name -> ``table`` (start lines as above) and ``what`` (which sections
+#: of the main run the table comes from)
 SOURCES = {
     "01_soft_targets": dict(notebook="01_soft_targets.ipynb", table="table = kd.statistics.summarize(records)"),
     "02_label_smoothing": dict(notebook="02_label_smoothing.ipynb", table="frame = pd.DataFrame(records)"),
@@ -47,32 +50,26 @@ SOURCES = {
     "04_annealing_kd": dict(notebook="04_annealing_kd.ipynb", table="ta_model, _, ta_acc ="),
     "05_mate_kd": dict(notebook="05_mate_kd.ipynb",
                        table="table = kd.statistics.summarize(records, order=list(METHODS))"),
-    "06_qadsm_two_tower": dict(notebook="06_qadsm_two_tower_recipe.ipynb", commit="c03192d", date="2026-12-06",
-                               wall="6 min 28 s",
-                               table=("train_speed = {", "records, scores, servers = [], {}, {}",
+    "06_qadsm_two_tower": dict(notebook="06_qadsm_two_tower.ipynb",
+                               table=("train_speed = {", "from tqdm.auto import tqdm\n\nHOW = {",
                                       'def mean_of(method, metric="roc_auc"):'),
-                               changed="STUDENTS ['C-DSSM', 'TwinBERT_res'], MLM_EPOCHS 0 (the whole full profile "
-                                       "does not fit one 10-minute GPU call on an H100); label-only C-DSSM for 3 "
-                                       "epochs (run before SCRATCH_EPOCHS, now 12, existed)",
-                               extras={"earlier": dict(
-                                   notebook="06_qadsm_two_tower.ipynb", commit="e0e08f5", date="2026-11-22",
-                                   wall="9 min 34 s", table="records, scores, servers = [], {}, {}",
-                                   changed="the lesson as it was at commit e0e08f5: no step (a), one teacher, C-DSSM on "
-                                           "labels only (6 epochs), TwinBERT_cos and TwinBERT_res"),
-                                       "teachers": dict(
-                                   notebook="06_qadsm_two_tower_teachers.ipynb", commit="8e3faa3", date="2026-12-06",
-                                   wall="stopped at 10 min (one GPU call's limit) in the student cell",
+                               parts={"teachers": dict(
                                    table=("ads_text = kd.domainmlm.ads_side_texts(", "sample = transfer_pairs.subset(",
                                           "seeds = kd.statistics.seeds_from(P.SEED, P.N_SEEDS)\nteacher_records"),
-                                   changed="STUDENTS all five, COMPARE_KD_LOSSES True, the intermediate scorers timed "
-                                           "on the whole transfer set; its sections up to the students ran"),
-                                       "small_students": dict(
-                                   notebook="06_qadsm_two_tower_small_students.ipynb", commit="07b4568",
-                                   date="2026-12-06", wall="6 min 24 s",
-                                   table=("records, scores, servers = [], {}, {}", 'def mean_of(method, metric="roc_auc"):'),
-                                   changed="STUDENTS ['TwinBERT-Tiny', 'TwinBERT_1L', 'TwinBERT_res'], MULTI_TEACHER [], "
-                                           "MLM_EPOCHS 0, label-only TwinBERT-Tiny for 3 epochs (run at commit 4eb5853, "
-                                           "before SCRATCH_EPOCHS existed)")}),
+                                   what="its sections up to the students: step (a), teacher scoring, the six teachers")},
+                               extras={"recipe": dict(
+                                   notebook="06_qadsm_two_tower_recipe.ipynb", commit="c03192d", date="2026-12-06",
+                                   wall="6 min 28 s",
+                                   table=("train_speed = {", "records, scores, servers = [], {}, {}",
+                                          'def mean_of(method, metric="roc_auc"):'),
+                                   changed="STUDENTS ['C-DSSM', 'TwinBERT_res'], MLM_EPOCHS 0, and label-only C-DSSM "
+                                           "for 3 epochs (run before SCRATCH_EPOCHS, now 12, existed)"),
+                                       "earlier": dict(
+                                   notebook="06_qadsm_two_tower_earlier.ipynb", archived_as="06_qadsm_two_tower.ipynb",
+                                   commit="e0e08f5", date="2026-11-22",
+                                   wall="9 min 34 s", table="records, scores, servers = [], {}, {}",
+                                   changed="the lesson as it was at commit e0e08f5: no step (a), one teacher, C-DSSM on "
+                                           "labels only (6 epochs), TwinBERT_cos and TwinBERT_res")}),
     "07_layer_distillation": dict(notebook="07_layer_distillation.ipynb", commit="5d40d14", date="2026-12-02",
                                   wall="8 min 16 s", table="PAPER_SIZE = {m: 4 if m >= 3 else 2",
                                   extras={"choices": dict(
@@ -179,6 +176,7 @@ class FullRun:
     metrics: dict = field(default_factory=dict)
     table: str = ""
     extras: dict = field(default_factory=dict)
+    parts: dict = field(default_factory=dict)  # name -> {"what": which sections, "table": their text}
     changed: str | None = None  # parameters the main run changed from the full profile (when it did)
 
     @property
@@ -201,12 +199,10 @@ def _cell_text(cell) -> str:
     return "\n".join(line for line in text.splitlines() if not _PROGRESS.search(line)).strip("\n")
 
 
-def _read_run(source: dict, results_dir: str | Path) -> tuple[dict, dict]:
-    """The record of one archived notebook (file, device, software, commit, date, wall time, table; see
-    :data:`SOURCES`), and the notebook itself."""
-    nb = json.loads((Path(results_dir) / source["notebook"]).read_text())
-    device, software = device_of(nb)
-    starts = (source["table"],) if isinstance(source["table"], str) else tuple(source["table"])
+def _table(nb: dict, table, notebook: str) -> str:
+    """The text shown by the cells of ``nb`` whose source starts with ``table`` (one start line, or a tuple of them:
+    their cells' texts joined in that order)."""
+    starts = (table,) if isinstance(table, str) else tuple(table)
     tables = {}
     for cell in nb["cells"]:
         if cell["cell_type"] != "code":
@@ -215,10 +211,19 @@ def _read_run(source: dict, results_dir: str | Path) -> tuple[dict, dict]:
         for start in starts:
             if "".join(cell["source"]).startswith(start) and text:
                 tables.setdefault(start, text)
-    if device is None or len(tables) < len(starts):
-        raise ValueError(f"{source['notebook']}: no banner line or no cell starting "
-                         f"{' or '.join(repr(s) for s in starts if s not in tables) or '(banner)'}")
-    table = "\n\n".join(tables[s] for s in starts)
+    if len(tables) < len(starts):
+        raise ValueError(f"{notebook}: no cell starting {' or '.join(repr(s) for s in starts if s not in tables)}")
+    return "\n\n".join(tables[s] for s in starts)
+
+
+def _read_run(source: dict, results_dir: str | Path) -> tuple[dict, dict]:
+    """The record of one archived notebook (file, device, software, commit, date, wall time, table; see
+    :data:`SOURCES`), and the notebook itself."""
+    nb = json.loads((Path(results_dir) / source["notebook"]).read_text())
+    device, software = device_of(nb)
+    if device is None:
+        raise ValueError(f"{source['notebook']}: no banner line (python | torch | device)")
+    table = _table(nb, source["table"], source["notebook"])
     when = {key: source.get(key) for key in ("commit", "date", "wall")}
     entry = summary_entry(Path(results_dir) / "summary.json", source["notebook"]) if None in when.values() else None
     if entry is not None:  # a run archived by the runner: its commit, day and wall time come from summary.json
@@ -242,6 +247,9 @@ def extract(lesson: str, results_dir: str | Path) -> dict:
     record = dict(lesson=lesson, **run, metrics=metrics_from_notebook(nb), table=table)
     if SOURCES[lesson].get("changed"):
         record["changed"] = SOURCES[lesson]["changed"]
+    if SOURCES[lesson].get("parts"):
+        record["parts"] = {name: dict(what=part["what"], table=_table(nb, part["table"], run["notebook"]))
+                           for name, part in SOURCES[lesson]["parts"].items()}
     extras = {name: {**_read_run(extra, results_dir)[0], "changed": extra["changed"]}
               for name, extra in SOURCES[lesson].get("extras", {}).items()}
     return {**record, "extras": extras} if extras else record
@@ -284,13 +292,24 @@ def beside(lesson: str, live: dict, live_label: str = "this run", archive: str |
     return pd.DataFrame(rows).T
 
 
-def show_full_table(lesson: str, archive: str | Path = ARCHIVE_FILE, extra: str | None = None) -> None:
+def show_full_table(lesson: str, archive: str | Path = ARCHIVE_FILE, extra: str | None = None,
+                    part: str | None = None) -> None:
     """Print the archived full run's main results table under a label naming its device, date and commit;
-    ``extra``: the table of that supplementary run instead, labelled the same way and naming what it changed."""
+    ``extra``: the table of that supplementary run instead, labelled the same way and naming what it changed;
+    ``part``: the table of those earlier sections of the main run."""
+    if extra is not None and part is not None:
+        raise ValueError(f"extra = {extra!r} and part = {part!r}: give one of them (a part belongs to the main run)")
     if lesson not in json.loads(Path(archive).read_text()):
         print(f"no archived full run of {lesson} yet: run the full profile (make full) to make one")
         return
     run = full_run(lesson, archive)
+    if part is not None:
+        if part not in run.parts:
+            print(f"no part {part!r} in the archived full run of {lesson} (parts: {', '.join(run.parts) or 'none'})")
+            return
+        print(f"{run.label}, {run.wall}, {run.software}; results/full/{run.notebook}, {run.parts[part]['what']}:")
+        print(run.parts[part]["table"])
+        return
     if extra is None:
         what = f"; the full profile with {run.changed}" if run.changed else ""
         print(f"{run.label}, {run.wall}, {run.software}; results/full/{run.notebook}{what}:")
@@ -333,13 +352,28 @@ def reproduction(results_dir: str | Path, archive: str | Path = ARCHIVE_FILE) ->
     return "\n".join(parts)
 
 
-if __name__ == "__main__":  # python -m kdtutorial.course.archive [--compare] [results_dir]
-    import sys
+def archive_command(argv=None) -> None:
+    """``python -m kdtutorial.course.archive [--compare] [RESULTS_DIR]``: rebuild ``full_results.json`` from the
+    executed notebooks in ``RESULTS_DIR`` (default: the checkout's ``results/full``), or with ``--compare`` print
+    :func:`reproduction` instead (run it before rebuilding)."""
+    import argparse
 
-    args = [a for a in sys.argv[1:] if a != "--compare"]
-    here = Path(args[0]) if args else Path(__file__).resolve().parents[2] / "results" / "full"
-    if "--compare" in sys.argv[1:]:
-        print(reproduction(here))
+    parser = argparse.ArgumentParser(prog="python -m kdtutorial.course.archive", description=archive_command.__doc__)
+    parser.add_argument("results_dir", nargs="?", type=Path,
+                        default=Path(__file__).resolve().parents[2] / "results" / "full",
+                        help="the folder holding the executed full-profile notebooks and summary.json")
+    parser.add_argument("--compare", action="store_true",
+                        help="print every re-run lesson's means beside the archived record's, write nothing")
+    args = parser.parse_args(argv)
+    if not args.results_dir.is_dir():
+        parser.error(f"results_dir {str(args.results_dir)!r} is not a folder: give the folder of the executed "
+                     f"full-profile notebooks (results/full in a checkout)")
+    if args.compare:
+        print(reproduction(args.results_dir))
     else:
-        ARCHIVE_FILE.write_text(json.dumps(build_archive(here), indent=1, ensure_ascii=False) + "\n")
+        ARCHIVE_FILE.write_text(json.dumps(build_archive(args.results_dir), indent=1, ensure_ascii=False) + "\n")
         print(f"wrote {ARCHIVE_FILE}")
+
+
+if __name__ == "__main__":
+    archive_command()

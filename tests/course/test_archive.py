@@ -41,7 +41,12 @@ def test_each_commit_named_archived_that_notebook():
             continue
         changed = subprocess.run(["git", "show", "--name-only", "--format=%ad", "--date=short", source["commit"]],
                                  cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-        assert f"results/full/{source['notebook']}" in changed, f"{lesson}: {source['commit']} did not archive it"
+        archived_as = f"results/full/{source.get('archived_as', source['notebook'])}"
+        assert archived_as in changed, f"{lesson}: {source['commit']} did not archive it"
+        if "archived_as" in source:  # renamed since: the file is the one that commit archived, byte for byte
+            then = subprocess.run(["git", "show", f"{source['commit']}:{archived_as}"], cwd=ROOT, capture_output=True,
+                                  check=True).stdout
+            assert then == (RESULTS / source["notebook"]).read_bytes(), f"{lesson}: {source['notebook']} changed"
         assert changed[0] == source["date"], f"{lesson}: commit {source['commit']} is dated {changed[0]}"
 
 
@@ -63,9 +68,23 @@ def test_beside_labels_the_archived_column_and_refuses_unknown_metrics():
 def test_show_full_table_prints_the_label_and_no_progress_bars(capsys):
     archive.show_full_table("06_qadsm_two_tower")
     out = capsys.readouterr().out
-    assert out.startswith("archived full run (NVIDIA H100 80GB HBM3, 2026-12-06, commit c03192d), 6 min 28 s")
+    assert out.startswith("archived full run (NVIDIA H100 80GB HBM3, 2026-12-07, commit cecfd5b), 9 min 30 s")
+    assert "the full profile with" not in out.splitlines()[0]  # the whole full profile ran: nothing changed
+    assert "TwinBERT_res, distilled                            3  0.813 ± 0.002" in out and "it/s" not in out
+    archive.show_full_table("06_qadsm_two_tower", part="teachers")
+    out = capsys.readouterr().out
+    assert out.startswith("archived full run (NVIDIA H100 80GB HBM3, 2026-12-07, commit cecfd5b), 9 min 30 s")
+    assert "its sections up to the students" in out.splitlines()[0] and "mean of 6 teachers" in out
+    assert "C-DSSM, labels only" not in out and "it/s" not in out
+    archive.show_full_table("06_qadsm_two_tower", extra="recipe")
+    out = capsys.readouterr().out
+    assert out.startswith("archived supplementary full run (NVIDIA H100 80GB HBM3, 2026-12-06, commit c03192d), 6 min 28 s")
     assert "; the full profile with STUDENTS ['C-DSSM', 'TwinBERT_res'], MLM_EPOCHS 0" in out
-    assert "TwinBERT_res, distilled                            3  0.812 ± 0.001" in out and "it/s" not in out
+    assert "TwinBERT_res, distilled                            3  0.812 ± 0.001" in out
+    archive.show_full_table("06_qadsm_two_tower", part="nothing")
+    assert "no part 'nothing'" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="extra = 'recipe' and part = 'teachers'"):
+        archive.show_full_table("06_qadsm_two_tower", extra="recipe", part="teachers")
     archive.show_full_table("06_qadsm_two_tower", extra="earlier")
     out = capsys.readouterr().out
     assert out.startswith("archived supplementary full run (NVIDIA H100 80GB HBM3, 2026-11-22, commit e0e08f5), 9 min 34 s")
@@ -146,3 +165,12 @@ def test_reproduction_compares_a_rerun_lesson_with_its_archived_table(tmp_path):
     assert "3 of 4 means within seed noise" in text
     assert "| scratch | test_acc | 86.3 ± 1.4 (5) | 83.3 ± 1.4 (5) | -3 | 1.871 | **no** |" in text
     assert "### 01_soft_targets" not in text  # same commit as archived: not a re-run
+
+
+def test_archive_command_names_a_bad_folder_and_prints_help(capsys):
+    with pytest.raises(SystemExit):
+        archive.archive_command(["/no/such/folder"])
+    assert "results_dir '/no/such/folder' is not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        archive.archive_command(["--help"])
+    assert done.value.code == 0 and "--compare" in capsys.readouterr().out

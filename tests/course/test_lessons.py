@@ -83,6 +83,18 @@ def test_declaration_matches_the_notebook_and_its_defaults_pass(name):
         assert None not in vars(settled).values()
 
 
+@pytest.mark.parametrize("name", sorted(lessons.LESSONS))
+def test_papermill_reads_every_parameter(name):
+    """papermill's own reader (``papermill --help-notebook``) sees each parameter with its default and comment; a line
+    it cannot parse (say, '=' inside the comment) is logged as a warning at every run and its help is lost."""
+    from papermill.translators import PythonTranslator
+
+    nb = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    seen = [p.name for p in PythonTranslator.inspect({"source": "".join(cell["source"])})]
+    assert seen == list(parameters_cell(name))
+
+
 def test_every_notebook_has_a_declaration():
     assert {p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")} == set(lessons.LESSONS)
 

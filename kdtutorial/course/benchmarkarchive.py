@@ -1,0 +1,135 @@
+"""Archived GPU benchmarks whose numbers a lesson's prose quotes, shown by a cell of that lesson.
+
+Some findings of a lesson come from a benchmark script run on a GPU (``benchmarks/``), not from the notebook's own
+cells: say, how far a C-DSSM trained longer on the labels closes the gap to the distilled one. The script writes JSON
+lines, archived in ``results/full/``. A learner on Colab or Binder has the package but not that folder, so the lines
+a lesson quotes are collected into ``benchmark_results.json`` beside this module, and
+:func:`show_benchmark` prints them as a table under a label naming the device, the date, the commit that archived the
+file and the script. A lesson's prose then quotes numbers that a cell of the lesson shows.
+
+Maintainers: declare a benchmark in :data:`BENCHMARKS` (after committing its file: ``commit`` is the commit that last
+changed it), then run ``python -m kdtutorial.course.benchmarkarchive`` to rewrite ``benchmark_results.json``;
+``tests/course/test_benchmarkarchive.py`` rebuilds it from ``results/full/`` and checks the two agree.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+BENCHMARK_FILE = Path(__file__).with_name("benchmark_results.json")
+
+#: lesson -> name -> an archived benchmark: its JSON-lines ``file`` in results/full/, the ``script`` that wrote it, the
+#: ``commit`` that last changed the file, its ``date``, the ``device``, ``what`` it measured; which lines to keep
+#: (``select``: key -> value every kept line has, None for "has the key") and which of their keys to show
+#: (``columns``; a nested value's key is joined to its parent's with a dot)
+BENCHMARKS = {
+    "06_qadsm_two_tower": {
+        "cdssm_distillation": dict(
+            file="06_cdssm_distillation_h100.jsonl", script="benchmarks/cdssm_distillation.py", commit="d33ec69",
+            date="2026-12-07", device="NVIDIA H100 80GB HBM3",
+            what="C-DSSM on the labels for 3, 6 and 12 epochs against distilled over 1, 3 and 8 passes of the "
+                 "million-pair transfer set (then 2 epochs on the labels with the KD term), seeds 0-2; each side's "
+                 "setting chosen on the dev split, test ROC-AUC read once",
+            select={"step": "summary"},
+            columns=["teacher_test_auc", "test_auc.labels only, 3 epochs", "test_auc.labels only, 6 epochs",
+                     "test_auc.labels only, 12 epochs", "test_auc.distilled, 1 pass", "test_auc.distilled, 3 passes",
+                     "test_auc.distilled, 8 passes", "best_on_dev.labels only", "best_on_dev.distilled",
+                     "gain_points", "ci95_points", "higher_in", "verdict", "gain_kept_pct"]),
+        "linear_bound": dict(
+            file="06_lean_scoring_h100.jsonl", script="benchmarks/lean_scoring.py", commit="3c00173",
+            date="2026-12-06", device="NVIDIA H100 80GB HBM3",
+            what="MiniLM-L6's linear layers alone (no attention, no layer norm) at the median pair length, in bf16: "
+                 "a ceiling for a scorer that computes every position of every layer; two calls, two batch sizes each",
+            select={"linear_bound": None},
+            columns=["linear_bound.length", "linear_bound.batch", "linear_bound.pairs_per_s", "linear_bound.tflops"]),
+        "student_processes": dict(
+            file="06_student_processes_h100.jsonl", script="benchmarks/two_tower_processes.py", commit="fa91d1e",
+            date="2026-12-07", device="NVIDIA H100 80GB HBM3",
+            what="the lesson's student jobs (full-profile epochs and batches, a million random transfer pairs, "
+                 "stand-in teacher logits) one after another (workers 1) against in processes sharing the GPU; run 1: "
+                 "C-DSSM and TwinBERT_res, run 2: all four students, one seed, labels only and distilled",
+            select={"step": "students"}, columns=["run", "jobs", "workers", "seconds", "seconds_per_job"]),
+    },
+}
+
+
+def _flat(row: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: a nested line's keys joined with dots."""
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def read_rows(path: str | Path, select: dict, columns: list) -> list[dict]:
+    """The lines of the JSON-lines file ``path`` that match ``select`` (key -> value, None: the key is there), each
+    reduced to ``columns`` (dotted keys of its flattened form). Raises ``ValueError`` when no line matches or a kept
+    line lacks a column."""
+    rows = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        row = json.loads(line)
+        if all(key in row and (want is None or row[key] == want) for key, want in select.items()):
+            flat = _flat(row)
+            missing = [c for c in columns if c not in flat]
+            if missing:
+                raise ValueError(f"{Path(path).name} line {number}: no {', '.join(missing)}")
+            rows.append({c: flat[c] for c in columns})
+    if not rows:
+        raise ValueError(f"{Path(path).name}: no line has {select}")
+    return rows
+
+
+def build_benchmarks(results_dir: str | Path) -> dict:
+    """Every declared benchmark's record (lesson -> name -> file, script, commit, date, device, what, rows), as
+    ``benchmark_results.json`` stores them."""
+    return {lesson: {name: {**{k: v for k, v in spec.items() if k not in ("select", "columns")},
+                            "rows": read_rows(Path(results_dir) / spec["file"], spec["select"], spec["columns"])}
+                     for name, spec in named.items()}
+            for lesson, named in BENCHMARKS.items()}
+
+
+def show_benchmark(lesson: str, name: str, archive: str | Path = BENCHMARK_FILE) -> None:
+    """Print the archived benchmark ``name`` of ``lesson``: a label (device, date, commit, script, file, what it
+    measured), then its kept lines as a table (one line: one value per row)."""
+    import pandas as pd
+
+    records = json.loads(Path(archive).read_text())
+    known = records.get(lesson, {})
+    if name not in known:
+        raise KeyError(f"no archived benchmark {name!r} for {lesson!r}: archived are {', '.join(known) or 'none'}")
+    b = known[name]
+    print(f"archived benchmark ({b['device']}, {b['date']}, commit {b['commit']}): {b['script']}, "
+          f"results/full/{b['file']}; {b['what']}:")
+    frame = pd.DataFrame(b["rows"])
+    if len(frame) == 1:
+        print(frame.iloc[0].to_string(float_format=_number))
+    else:
+        print(frame.to_string(index=False, float_format=_number))
+
+
+def _number(value: float) -> str:
+    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}"
+
+
+def benchmark_command(argv=None) -> None:
+    """``python -m kdtutorial.course.benchmarkarchive [RESULTS_DIR]``: rebuild ``benchmark_results.json`` from the
+    benchmark files in ``RESULTS_DIR`` (default: the checkout's ``results/full``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m kdtutorial.course.benchmarkarchive", description=benchmark_command.__doc__)
+    parser.add_argument("results_dir", nargs="?", type=Path,
+                        default=Path(__file__).resolve().parents[2] / "results" / "full",
+                        help="the folder holding the archived benchmark files")
+    args = parser.parse_args(argv)
+    if not args.results_dir.is_dir():
+        parser.error(f"results_dir {str(args.results_dir)!r} is not a folder: give the folder of the archived "
+                     f"benchmark files (results/full in a checkout)")
+    BENCHMARK_FILE.write_text(json.dumps(build_benchmarks(args.results_dir), indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {BENCHMARK_FILE}")
+
+
+if __name__ == "__main__":
+    benchmark_command()
