@@ -20,8 +20,9 @@ BENCHMARK_FILE = Path(__file__).with_name("benchmark_results.json")
 
 #: lesson -> name -> an archived benchmark: its JSON-lines ``file`` in results/full/, the ``script`` that wrote it, the
 #: ``commit`` that last changed the file, its ``date``, the ``device``, ``what`` it measured; which lines to keep
-#: (``select``: key -> value every kept line has, None for "has the key") and which of their keys to show
-#: (``columns``; a nested value's key is joined to its parent's with a dot)
+#: (``select``: key -> value every kept line has, None for "has the key"; or a list of such, a line kept when it
+#: matches one) and which of their keys to show (``columns``; a nested value's key is joined to its parent's with a
+#: dot; a kept line may lack a column that another kept line has)
 BENCHMARKS = {
     "06_qadsm_two_tower": {
         "cdssm_distillation": dict(
@@ -49,6 +50,13 @@ BENCHMARKS = {
                  "stand-in teacher logits) one after another (workers 1) against in processes sharing the GPU; run 1: "
                  "C-DSSM and TwinBERT_res, run 2: all four students, one seed, labels only and distilled",
             select={"step": "students"}, columns=["run", "jobs", "workers", "seconds", "seconds_per_job"]),
+        "kd_gain": dict(
+            file="06_kd_gain_h100.jsonl", script="benchmarks/qadsm_transfer_sets.py", commit="dc9ba76",
+            date="2026-11-22", device="NVIDIA H100 80GB HBM3",
+            what="TwinBERT_res, one seed (0), the neighbours transfer set: on the labels only, and distilled from one "
+                 "teacher or the mean of three over 1 or 3 passes, then fine-tuned on the labels; test ROC-AUC",
+            select=[{"step": "teacher"}, {"step": "ensemble"}, {"step": "label_only"}, {"step": "distilled"}],
+            columns=["step", "seed", "teacher", "distil_epochs", "roc_auc_before_labels", "roc_auc"]),
     },
 }
 
@@ -65,20 +73,22 @@ def _flat(row: dict, prefix: str = "") -> dict:
 
 
 def read_rows(path: str | Path, select: dict, columns: list) -> list[dict]:
-    """The lines of the JSON-lines file ``path`` that match ``select`` (key -> value, None: the key is there), each
-    reduced to ``columns`` (dotted keys of its flattened form). Raises ``ValueError`` when no line matches or a kept
-    line lacks a column."""
+    """The lines of the JSON-lines file ``path`` that match ``select`` (key -> value, None: the key is there; or a
+    list of such, any of them), each reduced to ``columns`` (dotted keys of its flattened form; None where a line lacks
+    one). Raises ``ValueError`` when no line matches or no kept line has a column."""
+    choices = select if isinstance(select, list) else [select]
     rows = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for line in Path(path).read_text().splitlines():
         row = json.loads(line)
-        if all(key in row and (want is None or row[key] == want) for key, want in select.items()):
+        if any(all(key in row and (want is None or row[key] == want) for key, want in choice.items())
+               for choice in choices):
             flat = _flat(row)
-            missing = [c for c in columns if c not in flat]
-            if missing:
-                raise ValueError(f"{Path(path).name} line {number}: no {', '.join(missing)}")
-            rows.append({c: flat[c] for c in columns})
+            rows.append({c: flat.get(c) for c in columns})
     if not rows:
         raise ValueError(f"{Path(path).name}: no line has {select}")
+    missing = [c for c in columns if all(r[c] is None for r in rows)]
+    if missing:
+        raise ValueError(f"{Path(path).name}: no kept line has {', '.join(missing)}")
     return rows
 
 
@@ -103,15 +113,23 @@ def show_benchmark(lesson: str, name: str, archive: str | Path = BENCHMARK_FILE)
     b = known[name]
     print(f"archived benchmark ({b['device']}, {b['date']}, commit {b['commit']}): {b['script']}, "
           f"results/full/{b['file']}; {b['what']}:")
-    frame = pd.DataFrame(b["rows"])
+    frame = pd.DataFrame([{key: _cell(value) for key, value in row.items()} for row in b["rows"]])
     if len(frame) == 1:
-        print(frame.iloc[0].to_string(float_format=_number))
+        print(frame.iloc[0].to_string())
     else:
-        print(frame.to_string(index=False, float_format=_number))
+        print(frame.to_string(index=False))
 
 
-def _number(value: float) -> str:
-    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}"
+def _cell(value) -> str:
+    """A value as the table shows it: "-" for a column the line lacks, large numbers with thousands separators (and one
+    decimal), other numbers as written in the file (0.8139, 73.2, 90.0)."""
+    if value is None:
+        return "-"
+    if isinstance(value, float) and abs(value) >= 100:
+        return f"{value:,.1f}"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
+        return f"{value:,}"
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def benchmark_command(argv=None) -> None:
