@@ -72,7 +72,7 @@ def _flat(row: dict, prefix: str = "") -> dict:
     return out
 
 
-def read_rows(path: str | Path, select: dict, columns: list) -> list[dict]:
+def read_rows(path: str | Path, select: dict | list[dict], columns: list) -> list[dict]:
     """The lines of the JSON-lines file ``path`` that match ``select`` (key -> value, None: the key is there; or a
     list of such, any of them), each reduced to ``columns`` (dotted keys of its flattened form; None where a line lacks
     one). Raises ``ValueError`` when no line matches or no kept line has a column."""
@@ -137,7 +137,8 @@ def benchmark_command(argv=None) -> None:
     benchmark files in ``RESULTS_DIR`` (default: the checkout's ``results/full``)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m kdtutorial.course.benchmarkarchive", description=benchmark_command.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m kdtutorial.course.benchmarkarchive",
+                                     description=benchmark_command.__doc__)
     parser.add_argument("results_dir", nargs="?", type=Path,
                         default=Path(__file__).resolve().parents[2] / "results" / "full",
                         help="the folder holding the archived benchmark files")

@@ -78,7 +78,8 @@ def test_show_full_table_prints_the_label_and_no_progress_bars(capsys):
     assert "C-DSSM, labels only" not in out and "it/s" not in out
     archive.show_full_table("06_qadsm_two_tower", extra="recipe")
     out = capsys.readouterr().out
-    assert out.startswith("archived supplementary full run (NVIDIA H100 80GB HBM3, 2026-12-06, commit c03192d), 6 min 28 s")
+    assert out.startswith("archived supplementary full run (NVIDIA H100 80GB HBM3, 2026-12-06, commit c03192d), "
+                          "6 min 28 s")
     assert "; the full profile with STUDENTS ['C-DSSM', 'TwinBERT_res'], MLM_EPOCHS 0" in out
     assert "TwinBERT_res, distilled                            3  0.812 ± 0.001" in out
     archive.show_full_table("06_qadsm_two_tower", part="nothing")
