@@ -51,16 +51,17 @@ def main(argv=None) -> None:
     index = transfer.transfer_index(train, args.transfer_pairs, seed=0)
     parts = {"train": (train["query"], ce.ads_of(train), {}), "test": (test["query"], ce.ads_of(test), {}),
              "transfer": (index.queries, index.ads(), dict(query_ids=index.query_ids, ad_ids=index.ad_ids))}
-    tokens = {k: rankers.tokenize_sides(tokenizer, q, a, 16, 48, **ids) for k, (q, a, ids) in parts.items()}
+    lesson = kd.lessons.lesson("06_qadsm_two_tower").full  # the full profile's lengths, epochs and batches
+    tokens = {k: rankers.tokenize_sides(tokenizer, q, a, lesson["MAX_QUERY_LEN"], lesson["MAX_AD_LEN"], **ids)
+              for k, (q, a, ids) in parts.items()}
     tokens["transfer"] = rankers.padded_sides(*tokens["transfer"])
     trigrams = {k: rankers.trigram_sides(twotower.CDSSM(), q, a, **ids) for k, (q, a, ids) in parts.items()}
     rng = np.random.default_rng(0)
     stand_in = (rng.normal(0, 3, len(index)).astype(np.float32), rng.normal(0, 3, len(train)).astype(np.float32))
-    lesson = kd.lessons.lesson("06_qadsm_two_tower").full  # the full profile's epochs and batches
     runs = studentruns.StudentRuns(
         pretrained=pretrained, layers=lesson["STUDENT_LAYERS"], tokens=tokens, trigrams=trigrams,
         labels=np.asarray(train["label"]), teachers={"one": stand_in},
-        rates=dict(labels=1e-4, distil=3e-4, finetune=5e-5, scratch=1e-3),
+        rates=dict(labels=1e-4, distil=3e-4, finetune=5e-5, scratch=1e-3),  # the notebook's parameter defaults
         epochs=dict(labels=lesson["STUDENT_EPOCHS"], scratch=lesson["SCRATCH_EPOCHS"],
                     distil=lesson["DISTILL_EPOCHS"], finetune=lesson["FINETUNE_EPOCHS"]),
         batch_size=2 * lesson["BATCH_SIZE"], distil_batch=lesson["DISTILL_BATCH"], freeze_embeddings=False,

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kdtutorial.course.benchmarkarchive import BENCHMARK_FILE, build_benchmarks
 from kdtutorial.course.fullsummary import compare_tables, device_of, minutes, summary_entry
 from kdtutorial.course.outputs import output_text
 from kdtutorial.course.report import metrics_from_notebook
@@ -354,7 +355,8 @@ def reproduction(results_dir: str | Path, archive: str | Path = ARCHIVE_FILE) ->
 
 def archive_command(argv=None) -> None:
     """``python -m kdtutorial.course.archive [--compare] [RESULTS_DIR]``: rebuild ``full_results.json`` from the
-    executed notebooks in ``RESULTS_DIR`` (default: the checkout's ``results/full``), or with ``--compare`` print
+    executed notebooks in ``RESULTS_DIR`` (default: the checkout's ``results/full``), and ``benchmark_results.json``
+    from the benchmark files there (:mod:`~kdtutorial.course.benchmarkarchive`); or with ``--compare`` print
     :func:`reproduction` instead (run it before rebuilding)."""
     import argparse
 
@@ -372,7 +374,8 @@ def archive_command(argv=None) -> None:
         print(reproduction(args.results_dir))
     else:
         ARCHIVE_FILE.write_text(json.dumps(build_archive(args.results_dir), indent=1, ensure_ascii=False) + "\n")
-        print(f"wrote {ARCHIVE_FILE}")
+        BENCHMARK_FILE.write_text(json.dumps(build_benchmarks(args.results_dir), indent=1, ensure_ascii=False) + "\n")
+        print(f"wrote {ARCHIVE_FILE} and {BENCHMARK_FILE}")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ a lesson quotes are collected into ``benchmark_results.json`` beside this module
 file and the script. A lesson's prose then quotes numbers that a cell of the lesson shows.
 
 Maintainers: declare a benchmark in :data:`BENCHMARKS` (after committing its file: ``commit`` is the commit that last
-changed it), then run ``python -m kdtutorial.course.benchmarkarchive`` to rewrite ``benchmark_results.json``;
-``tests/course/test_benchmarkarchive.py`` rebuilds it from ``results/full/`` and checks the two agree.
+changed it), then run ``python -m kdtutorial.course.archive``, which rewrites ``benchmark_results.json`` together with
+the full runs' archive; ``tests/course/test_benchmarkarchive.py`` rebuilds it from ``results/full/`` and checks the two
+agree.
 """
 from __future__ import annotations
 
@@ -47,9 +48,12 @@ BENCHMARKS = {
             file="06_student_processes_h100.jsonl", script="benchmarks/two_tower_processes.py", commit="fa91d1e",
             date="2026-12-07", device="NVIDIA H100 80GB HBM3",
             what="the lesson's student jobs (full-profile epochs and batches, a million random transfer pairs, "
-                 "stand-in teacher logits) one after another (workers 1) against in processes sharing the GPU; run 1: "
-                 "C-DSSM and TwinBERT_res, run 2: all four students, one seed, labels only and distilled",
-            select={"step": "students"}, columns=["run", "jobs", "workers", "seconds", "seconds_per_job"]),
+                 "stand-in teacher logits) one after another (workers 1) against in processes sharing the GPU, and how far "
+                 "each job's test logits moved between the two ways; run 1: C-DSSM and TwinBERT_res, run 2: all four "
+                 "students, one seed, labels only and distilled",
+            select=[{"step": "students"}, {"step": "agreement"}],
+            columns=["run", "step", "jobs", "workers", "seconds", "seconds_per_job", "max_abs_logit_gap",
+                     "jobs_identical"]),
         "kd_gain": dict(
             file="06_kd_gain_h100.jsonl", script="benchmarks/qadsm_transfer_sets.py", commit="dc9ba76",
             date="2026-11-22", device="NVIDIA H100 80GB HBM3",
@@ -130,25 +134,3 @@ def _cell(value) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
         return f"{value:,}"
     return repr(value) if isinstance(value, float) else str(value)
-
-
-def benchmark_command(argv=None) -> None:
-    """``python -m kdtutorial.course.benchmarkarchive [RESULTS_DIR]``: rebuild ``benchmark_results.json`` from the
-    benchmark files in ``RESULTS_DIR`` (default: the checkout's ``results/full``)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m kdtutorial.course.benchmarkarchive",
-                                     description=benchmark_command.__doc__)
-    parser.add_argument("results_dir", nargs="?", type=Path,
-                        default=Path(__file__).resolve().parents[2] / "results" / "full",
-                        help="the folder holding the archived benchmark files")
-    args = parser.parse_args(argv)
-    if not args.results_dir.is_dir():
-        parser.error(f"results_dir {str(args.results_dir)!r} is not a folder: give the folder of the archived "
-                     f"benchmark files (results/full in a checkout)")
-    BENCHMARK_FILE.write_text(json.dumps(build_benchmarks(args.results_dir), indent=1, ensure_ascii=False) + "\n")
-    print(f"wrote {BENCHMARK_FILE}")
-
-
-if __name__ == "__main__":
-    benchmark_command()

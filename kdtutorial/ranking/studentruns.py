@@ -9,9 +9,8 @@ depend on each other, so :func:`run_two_towers` can train them in processes shar
 letter-trigram batches are built on the CPU, about 2 ms for 1,024 pairs on a 2-core CPU; a few-layer TwinBERT launches
 small kernels), another's can run on the GPU. On one H100, 8 jobs (one seed of each of the lesson's four students,
 both ways) took 140 s one after another and 104 s in 6 processes, while 4 jobs in 4 processes took 90 s against 73 s
-(``benchmarks/two_tower_processes.py``; starting a process and sending it the transfer set is paid per process).
-One after another
-(``workers=1``), only one student is in memory at a time, besides those asked for in ``keep``.
+(``benchmarks/two_tower_processes.py``; the time in processes includes starting them and sending each the transfer
+set). One after another (``workers=1``), only one student is in memory at a time, besides those asked for in ``keep``.
 The training calls draw no per-step progress bars (a job often runs in a worker process, whose bars would interleave);
 :func:`run_two_towers` advances one bar per finished student.
 """
