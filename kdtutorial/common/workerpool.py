@@ -59,6 +59,8 @@ def map_in_processes(fn, shared, jobs, *, workers: int = 1, threads: int | None 
                 progress.update(1)
         return results
     encode, decode = encode or _same, decode or _same
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()  # this process's cached, unused GPU blocks go back to the card, for the processes
     buffer = io.BytesIO()
     torch.save(encode(shared), buffer)
     threads = max(1, (os.cpu_count() or 2) // workers) if threads is None else int(threads)
@@ -71,6 +73,10 @@ def map_in_processes(fn, shared, jobs, *, workers: int = 1, threads: int | None 
                 if progress is not None:
                     progress.update(1)
             return [decode(f.result()) for f in futures]
+    except torch.OutOfMemoryError as error:
+        raise torch.OutOfMemoryError(f"{error}\nThe {workers} worker processes share one GPU, each with its own models "
+                                     "and activations: try fewer workers (1 runs the jobs one after another here)") \
+            from error
     except concurrent.futures.process.BrokenProcessPool as error:
         raise RuntimeError(f"a worker process died before finishing its job (killed for memory?): with workers = "
                            f"{workers} each process holds its own models; try fewer workers, or 1 to run the jobs one "

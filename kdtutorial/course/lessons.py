@@ -167,10 +167,11 @@ LESSONS: dict[str, Lesson] = {
                    LR=1e-3, RANDOM_INIT_VARIANT=False, TOP_K_SWEEP=[], WORKERS=1),
         # sized from benchmarks/lm_step_costs.py on one H200 (bf16 autocast, batch 64, 24-token continuations):
         # 66 ms a word-level KD step, 30 top-k, 35 sequence-level, 180 on-policy (LAM 0.5); 11 s of teacher
-        # continuations per 4,096 windows; 27-34 s to load the GGUF
+        # continuations per 4,096 windows; 27-34 s to load the GGUF. WORKERS 4: each student's process peaked at
+        # 14-16 GB on an 80 GB H100 (49,152-wide logits) and 8 processes ran out of memory there
         full=dict(N_SEEDS=3, STUDENT_LAYERS=[0, 6, 12, 17, 23, 29], PROMPT_TOKENS=8, CONTINUATION_TOKENS=24,
                   TRAIN_WINDOWS=8000, HELDOUT_WINDOWS=1000, WIKI_WINDOWS=200, STEPS=250, BATCH_SIZE=64,
-                  EVAL_BATCH=128, LR=3e-4, RANDOM_INIT_VARIANT=False, TOP_K_SWEEP=[10, 200], WORKERS=8),
+                  EVAL_BATCH=128, LR=3e-4, RANDOM_INIT_VARIANT=False, TOP_K_SWEEP=[10, 200], WORKERS=4),
     ),
     "09_knn_augmentation": Lesson(
         rules=dict(TEACHER=Text(), EMBEDDER=Text(), STUDENT_LAYERS=_layers, MAX_LENGTH=Int(8, 512),

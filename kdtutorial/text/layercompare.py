@@ -33,7 +33,7 @@ from kdtutorial.text.students import copy_layers_encoder, encoder_layers
 from kdtutorial.text.tokens import padded_batches
 
 __all__ = ["METHODS", "INITS", "REPORTED", "PAPER", "PAPER_AVERAGE", "Task", "Setting", "build_task", "new_student", "fine_tune_teacher", "train_and_score",
-           "compare_methods", "beta_search", "chosen_beta", "alp_attention_map", "saved_activation_bytes", "step_costs"]
+           "teacher_cache_budget", "compare_methods", "beta_search", "chosen_beta", "alp_attention_map", "saved_activation_bytes", "step_costs"]
 
 #: method -> (term of distil_with_layers, layer map method or None)
 METHODS = {"no KD": ("none", None), "KD": ("kd", None), "PKD-Skip": ("pkd", "pkd-skip"),
@@ -226,6 +226,17 @@ def _grid_job(shared: dict, job) -> tuple:
     del student, distiller
     release_memory()
     return record, attention
+
+
+def teacher_cache_budget(device) -> int:
+    """Bytes of teacher outputs a comparison may keep (``cache_bytes`` of :func:`compare_methods`): 256 MiB on a CPU
+    (within Binder's 2 GB), a quarter of the GPU's memory (at most 40 GiB) on CUDA, which leaves room for the worker
+    processes' own models and activations (on an 80 GB card, 8 processes with 40 GiB of cache ran out of memory).
+    The cache only saves teacher passes: every size gives the same records."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return 256 << 20
+    return min(40 << 30, torch.cuda.get_device_properties(device).total_memory // 4)
 
 
 def compare_methods(teacher, pretrained_encoder, task: Task, sizes, methods, seeds, setting: Setting,
