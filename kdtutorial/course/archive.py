@@ -67,26 +67,45 @@ SOURCES = {
                                            "for 3 epochs (run before SCRATCH_EPOCHS, now 12, existed)"),
                                        "earlier": dict(
                                    notebook="06_qadsm_two_tower_earlier.ipynb", archived_as="06_qadsm_two_tower.ipynb",
-                                   commit="e0e08f5", date="2026-11-22",
-                                   wall="9 min 34 s", table="records, scores, servers = [], {}, {}",
+                                   commit="e0e08f5", date="2026-11-22", wall="9 min 34 s",
+                                   table=("records, scores, servers = [], {}, {}",
+                                          'def mean_of(method, metric="roc_auc"):'),
                                    changed="the lesson as it was at commit e0e08f5: no step (a), one teacher, C-DSSM on "
-                                           "labels only (6 epochs), TwinBERT_cos and TwinBERT_res")}),
-    "07_layer_distillation": dict(notebook="07_layer_distillation.ipynb", commit="5d40d14", date="2026-12-02",
-                                  wall="8 min 16 s", table="PAPER_SIZE = {m: 4 if m >= 3 else 2",
-                                  extras={"choices": dict(
-                                      notebook="07_layer_distillation_choices.ipynb", commit="3c00173",
-                                      date="2026-12-06", wall="3 min 55 s",
-                                      table=("search = kd.layercompare.beta_search(", "scaled_maps = {}"),
-                                      changed="TASKS ['sst2'], METHODS ['no KD', 'KD', 'PKD-Skip', 'ALP-KD'], "
-                                              "RANDOM_INIT_VARIANT False")}),
-    "08_language_model_distillation": dict(notebook="08_language_model_distillation.ipynb", commit="07d1c27",
-                                           date="2026-12-02", wall="8 min 18 s", table='METRICS = {"nll_reviews"',
+                                           "labels only (6 epochs), TwinBERT_cos and TwinBERT_res"),
+                                       "overlap": dict(
+                                   notebook="06_qadsm_two_tower_overlap.ipynb", archived_as="06_qadsm_two_tower.ipynb",
+                                   commit="940337c", date="2026-11-21", wall="9 min 16 s",
+                                   table=("records, scores, servers = [], {}, {}",
+                                          'def mean_of(method, metric="roc_auc"):'),
+                                   changed="the lesson as it was at commit 940337c, whose transfer set paired each "
+                                           "query with ads sharing a word first, then random ones (CANDIDATES "
+                                           "'overlap'): one teacher, C-DSSM on labels only, TwinBERT_cos and "
+                                           "TwinBERT_res")}),
+    "07_layer_distillation": dict(notebook="07_layer_distillation.ipynb", table="PAPER_SIZE = {m: 4 if m >= 3 else 2",
+                                  parts={"choices": dict(
+                                      table=("search = kd.layercompare.beta_search(",
+                                             "attention = {}  # the scaled variant's"),
+                                      what="its section 8: PKD's beta chosen on held-out train, ALP-KD scaled")},
+                                  extras={"earlier": dict(
+                                      notebook="07_layer_distillation_earlier.ipynb",
+                                      archived_as="07_layer_distillation.ipynb", commit="5d40d14", date="2026-12-02",
+                                      wall="8 min 16 s", table="PAPER_SIZE = {m: 4 if m >= 3 else 2",
+                                      changed="the lesson as it was at commit 5d40d14, on an H200: no section 8, the "
+                                              "students one after another")}),
+    "08_language_model_distillation": dict(notebook="08_language_model_distillation.ipynb",
+                                           table='METRICS = {"nll_reviews"',
                                            extras={"random_init": dict(
                                                notebook="08_language_model_distillation_random_init.ipynb",
                                                commit="3c00173", date="2026-12-06", wall="4 min 30 s",
                                                table="if P.RANDOM_INIT_VARIANT:",
                                                changed="METHODS ['supervised CE', 'word-level KD'], TOP_K_SWEEP [], "
-                                                       "RANDOM_INIT_VARIANT True")}),
+                                                       "RANDOM_INIT_VARIANT True"),
+                                               "earlier": dict(
+                                               notebook="08_language_model_distillation_earlier.ipynb",
+                                               archived_as="08_language_model_distillation.ipynb", commit="07d1c27",
+                                               date="2026-12-02", wall="8 min 18 s", table='METRICS = {"nll_reviews"',
+                                               changed="the lesson as it was at commit 813cfbc, on an H200: the "
+                                                       "students one after another")}),
     "09_knn_augmentation": dict(notebook="09_knn_augmentation.ipynb", commit="80dbc54", date="2026-12-02",
                                 wall="5 min 35 s", table="methods = kd.knnaug.knn_methods(P.K"),
     "10_all_methods": dict(notebook="10_all_methods.ipynb", commit="75d47f9", date="2026-12-02", wall="8 min 3 s",
@@ -339,7 +358,8 @@ def reproduction(results_dir: str | Path, archive: str | Path = ARCHIVE_FILE) ->
         old = records.get(lesson)
         if old is None or old["commit"] == fresh["commit"]:
             continue
-        rows = compare_tables(old["table"], fresh["table"])
+        seeds = old.get("metrics", {}).get("seeds")  # for a table that prints no count column
+        rows = compare_tables(old["table"], fresh["table"], seeds=seeds if isinstance(seeds, int) else None)
         within = sum(r["within_noise"] for r in rows)
         parts += [f"### {lesson}: {fresh['device']}, commit {fresh['commit']} ({fresh['wall']}) against the archived "
                   f"{old['device']}, commit {old['commit']} ({old['wall']})", "",

@@ -105,6 +105,7 @@ def summary_entry(summary_file: str | Path, notebook: str) -> dict | None:
 
 
 _ROW = re.compile(r"^(?P<name>\S.*?)\s+(?P<n>\d+)\s+(?P<rest>-?\d[\d.]*\s+±\s+.*)$")
+_ROW_NO_COUNT = re.compile(r"^(?P<name>[A-Za-z].*?)\s+(?P<rest>-?\d[\d.]*\s+±\s+.*)$")
 _PAIR = re.compile(r"(-?\d+(?:\.\d+)?)\s+±\s+(\d+(?:\.\d+)?)")
 
 
@@ -112,19 +113,29 @@ def _decimals(text: str) -> int:
     return len(text.split(".")[1]) if "." in text else 0
 
 
-def _rows(table: str) -> dict:
+def _rows(table: str, seeds: int | None = None) -> dict:
     """``{(row, column): (mean, std, n, unit, as printed)}`` from a printed results table whose rows read
     ``name  n  mean ± std ...`` (``kd.statistics.summarize``'s layout, under a header ``seeds  col1  col2``; a column
-    without a header name is numbered). ``unit``: the last printed digit's value (0.1 for ``88.6``). A table under a
-    title line ``what = ...`` names its rows ``what: row``, so two tables of one cell (students, teachers) keep their
-    rows apart."""
-    rows, header, title = {}, [], ""
+    without a header name is numbered). A table without the count column (``name  mean ± std ...``) is read only when
+    ``seeds`` gives the count. ``unit``: the last printed digit's value (0.1 for ``88.6``). A table under a title line
+    ``what = ...``, or, where the text holds several tables, a title line just above a header (``sst2, 12 -> 4 layers
+    (dev accuracy)``: its text before any parenthesis), names its rows ``what: row``, so the tables of one cell
+    (students, teachers; one per task) keep their rows apart."""
+    rows, header, title, previous = {}, [], "", ""
+    several = sum(line.split()[:1] == ["seeds"] for line in table.splitlines()) > 1
     for line in table.splitlines():
         words = line.split()
         if words[:1] == ["seeds"]:
             header = words[1:]
+            if several and previous and " = " not in previous and not previous.startswith(" "):  # a title line:
+                title = previous.split(" (")[0].strip() + ": "  # its text before any parenthesis names the rows
             continue
+        if line.strip():
+            previous = line
         match = _ROW.match(line.strip())
+        count = int(match.group("n")) if match else seeds
+        if not match and seeds is not None:
+            match = _ROW_NO_COUNT.match(line.strip())
         if not match:
             if " = " in line:
                 title = line.split(" = ")[0].strip() + ": "
@@ -133,21 +144,21 @@ def _rows(table: str) -> dict:
         names = header if len(header) == len(pairs) else [f"#{k + 1}" for k in range(len(pairs))]
         for name, (mean, std) in zip(names, pairs):
             unit = 10.0 ** -max(_decimals(mean), _decimals(std))
-            rows[(title + match.group("name").strip(), name)] = (float(mean), float(std), int(match.group("n")), unit,
-                                                                f"{mean} ± {std} ({match.group('n')})")
+            rows[(title + match.group("name").strip(), name)] = (float(mean), float(std), count, unit,
+                                                                f"{mean} ± {std} ({count})")
     return rows
 
 
-def compare_tables(archived: str, fresh: str, z: float = 2.0) -> list[dict]:
+def compare_tables(archived: str, fresh: str, z: float = 2.0, seeds: int | None = None) -> list[dict]:
     """Every ``mean ± std`` of a results table found in both runs (same row and column), compared: ``difference``
-    (fresh - archived) and whether it is within seed noise,
+    (fresh - archived) and whether it is within seed noise (``seeds``: the count for a table that prints none),
 
         |difference| <= z * sqrt(s_a^2 / n_a + s_f^2 / n_f) + u,
 
     the standard error of a difference of two means over independent seeds (``z = 2``: about 95%), plus ``u``, the
     printed precision (the tables round means and stds to ``u``, e.g. 0.1: two rounded means may differ by up to
     ``u`` more than the true ones, and a std printed as 0.0 is taken as ``u / 2``)."""
-    old, new = _rows(archived), _rows(fresh)
+    old, new = _rows(archived, seeds), _rows(fresh, seeds)
     out = []
     for key in old.keys() & new.keys():
         (ma, sa, na, ua, shown_a), (mf, sf, nf, uf, shown_f) = old[key], new[key]

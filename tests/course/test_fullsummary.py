@@ -158,6 +158,33 @@ def test_two_runs_tables_are_compared_mean_by_mean_within_seed_noise():
     assert teacher["archived"] == "92.0 ± 0.3 (5)" and teacher["within_noise"]  # its own row, not the student's
 
 
+def test_a_table_without_a_count_column_is_compared_only_when_the_seeds_are_given():
+    archived = ("nats per token, mean ± std over seeds:\n              NLL reviews  teacher log p\nmethod\n"
+                "teacher        4.38 ± 0.00   -3.54 ± 0.00\nword-level KD  5.91 ± 0.00   -7.19 ± 0.07\n")
+    fresh = archived.replace("-7.19 ± 0.07", "-7.40 ± 0.05")
+    assert fullsummary.compare_tables(archived, fresh) == []  # no count: nothing is guessed
+    rows = fullsummary.compare_tables(archived, fresh, seeds=3)
+    assert [(r["row"], r["column"]) for r in rows] == [("teacher", "#1"), ("teacher", "#2"), ("word-level KD", "#1"),
+                                                        ("word-level KD", "#2")]
+    log_p = rows[3]
+    # 2 * sqrt((0.07^2 + 0.05^2) / 3) + 0.01 = 0.109: -0.21 is not within noise
+    assert log_p["archived"] == "-7.19 ± 0.07 (3)" and log_p["difference"] == pytest.approx(-0.21)
+    assert log_p["allowed"] == pytest.approx(0.109, abs=1e-3) and not log_p["within_noise"]
+    assert rows[0]["within_noise"] and rows[0]["allowed"] == pytest.approx(2 * (2 * 0.005**2 / 3) ** 0.5 + 0.01,
+                                                                          abs=1e-3)
+
+
+def test_tables_under_a_title_line_keep_their_rows_apart():
+    block = "{task}, 12 -> 4 layers (GLUE dev accuracy); teacher 93.6\n          seeds         dev  steps\nmethod\n" \
+            "no KD         3  {a} ± 0.4    126\nKD            3  {b} ± 0.3    126\n  KD vs no KD: -0.3 points\n\n"
+    archived = block.format(task="sst2", a="84.0", b="83.7") + block.format(task="rte", a="57.5", b="56.7")
+    fresh = block.format(task="sst2", a="84.0", b="83.7") + block.format(task="rte", a="57.5", b="50.0")
+    rows = fullsummary.compare_tables(archived, fresh)
+    assert [r["row"] for r in rows] == ["sst2, 12 -> 4 layers: no KD", "sst2, 12 -> 4 layers: KD",
+                                        "rte, 12 -> 4 layers: no KD", "rte, 12 -> 4 layers: KD"]
+    assert [r["within_noise"] for r in rows] == [True, True, True, False]  # rte's KD row, not overwritten by sst2's
+
+
 def test_a_notebooks_summary_entry_is_found_only_when_it_ran_ok(tmp_path):
     file = tmp_path / "summary.json"
     assert fullsummary.summary_entry(file, "01_a.ipynb") is None  # no summary at all
