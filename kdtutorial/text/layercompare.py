@@ -32,8 +32,9 @@ from kdtutorial.common.processes import run_jobs
 from kdtutorial.text.students import copy_layers_encoder, encoder_layers
 from kdtutorial.text.tokens import padded_batches
 
-__all__ = ["METHODS", "INITS", "REPORTED", "PAPER", "PAPER_AVERAGE", "Task", "Setting", "build_task", "new_student", "fine_tune_teacher", "train_and_score",
-           "teacher_cache_budget", "compare_methods", "beta_search", "chosen_beta", "alp_attention_map", "saved_activation_bytes", "step_costs"]
+__all__ = ["METHODS", "INITS", "REPORTED", "PAPER", "PAPER_AVERAGE", "Task", "Setting", "build_task", "new_student",
+           "fine_tune_teacher", "train_and_score", "teacher_cache_budget", "compare_methods", "beta_search",
+           "chosen_beta", "alp_attention_map", "saved_activation_bytes", "step_costs"]
 
 #: method -> (term of distil_with_layers, layer map method or None)
 METHODS = {"no KD": ("none", None), "KD": ("kd", None), "PKD-Skip": ("pkd", "pkd-skip"),

@@ -109,7 +109,8 @@ def test_a_supplementary_run_is_read_beside_the_main_one_and_shown_by_name(tmp_p
     extra = dict(main, notebook="09_extra.ipynb", commit="abc1234", changed="K1S=[4]")
     monkeypatch.setitem(archive.SOURCES, lesson, {**main, "extras": {"choices": extra}})
     record = archive.extract(lesson, tmp_path)
-    assert record["table"] == record["extras"]["choices"]["table"] and record["extras"]["choices"]["commit"] == "abc1234"
+    assert record["table"] == record["extras"]["choices"]["table"]
+    assert record["extras"]["choices"]["commit"] == "abc1234"
     assert record["extras"]["choices"]["changed"] == "K1S=[4]"
     file = tmp_path / "full_results.json"
     file.write_text(json.dumps({lesson: record}))

@@ -1,5 +1,7 @@
 """Lesson 07's comparison machinery on tiny BERT classifiers: the teacher cache, one run's record, the grid,
 ALP-KD's attention map, the activation count and the side-by-side step costs."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -243,3 +245,10 @@ def test_chosen_beta_looks_at_the_held_out_score_only_and_breaks_ties_low():
             {"beta": 1.0, "selection": 81.0, "dev": 10.0}]
     assert lc.chosen_beta(rows) == 1.0  # means 81 / 80 / 81: a tie between 1 and 10 goes to the smaller; dev ignored
     assert lc.chosen_beta(rows[:4]) == 10.0
+
+
+def test_the_teacher_cache_takes_a_quarter_of_a_gpu_at_most_40_gib_and_256_mib_on_a_cpu(monkeypatch):
+    assert lc.teacher_cache_budget("cpu") == 256 << 20
+    for total, expected in [(80 << 30, 20 << 30), (141 << 30, (141 << 30) // 4), (200 << 30, 40 << 30)]:
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device, t=total: SimpleNamespace(total_memory=t))
+        assert lc.teacher_cache_budget("cuda:0") == expected
