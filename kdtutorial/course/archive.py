@@ -81,11 +81,18 @@ SOURCES = {
                                            "query with ads sharing a word first, then random ones (CANDIDATES "
                                            "'overlap'): one teacher, C-DSSM on labels only, TwinBERT_cos and "
                                            "TwinBERT_res")}),
-    "07_layer_distillation": dict(notebook="07_layer_distillation.ipynb", table="PAPER_SIZE = {m: 4 if m >= 3 else 2",
-                                  parts={"choices": dict(
+    "07_layer_distillation": dict(notebook="07_layer_distillation.ipynb",
+                                  table=("PAPER_SIZE = {m: 4 if m >= 3 else 2", "if len(P.TASKS) > 1:  # the average"),
+                                  parts={"attention": dict(
+                                      table="fig, axes = plt.subplots(1, len(alp_maps)",
+                                      what="its section 7: the teacher layer each ALP-KD student layer attends to most"),
+                                         "choices": dict(
                                       table=("search = kd.layercompare.beta_search(",
                                              "attention = {}  # the scaled variant's"),
-                                      what="its section 8: PKD's beta chosen on held-out train, ALP-KD scaled")},
+                                      what="its section 8: PKD's beta chosen on held-out train, ALP-KD scaled"),
+                                         "costs": dict(
+                                      table="costs = pd.DataFrame(kd.layercompare.step_costs(",
+                                      what="its section 9: each method's cost per step, on the GPU")},
                                   extras={"earlier": dict(
                                       notebook="07_layer_distillation_earlier.ipynb",
                                       archived_as="07_layer_distillation.ipynb", commit="5d40d14", date="2026-12-02",
