@@ -9,12 +9,12 @@ is fine-tuned as the lesson's step (b) does (``kd.crossencoder.fine_tune_cross_e
 seeds for both), then scored on QADSM-de's test pairs; the last line pairs the two over the seeds
 (``kd.statistics.paired``: mean gain in AUC points, 95% interval, verdict; nothing is ranked below 3 seeds).
 
-Run: ``python benchmarks/qadsm_teachers.py --out teachers.jsonl`` on a CUDA GPU (the lesson's full sizes: 9,000
-labelled pairs, 3 epochs, 10,000 test pairs, 3 seeds; ``KDTUTORIAL_DATA`` set, MPNet from
-``$KDTUTORIAL_MODELS/all-mpnet-base-v2`` or its wheels). On a CPU, smaller sizes, e.g. ``--train-pairs 3000
---test-pairs 2000 --epochs 1 --seeds 1``: a first probe of this recipe at those sizes, seed 0, on a 2-core AMD EPYC
-(2026-12-07, beside a test run), took 2.6 min for MiniLM and 23 min for MPNet and gave ROC-AUC 0.715 and 0.752 (one
-seed, a fifth of the full profile's training: a hint, not a ranking).
+Run: ``python benchmarks/qadsm_teachers.py --out teachers.jsonl`` on a CUDA GPU (the lesson's full profile: 9,000
+labelled pairs, 3 epochs, batch 32, 64 tokens, 10,000 test pairs; learning rate 1e-4 as the notebook's; 3 seeds;
+``KDTUTORIAL_DATA`` set, MPNet from ``$KDTUTORIAL_MODELS/all-mpnet-base-v2`` or its wheels). On a CPU, smaller sizes,
+e.g. ``--train-pairs 3000 --test-pairs 2000 --epochs 1 --seeds 1``: a first probe of this recipe at those sizes with
+``--lr 5e-5``, seed 0, on a 2-core AMD EPYC (2026-12-07, beside a test run), took 2.6 min for MiniLM and 23 min for
+MPNet and gave ROC-AUC 0.715 and 0.752 (one seed, a fifth of the full profile's training: a hint, not a ranking).
 One JSON line per teacher and seed, also appended to ``--out``.
 """
 from __future__ import annotations
@@ -35,12 +35,13 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
     p.add_argument("--encoders", nargs="+", default=ENCODERS, help="hub ids or folders (the first is the baseline)")
-    p.add_argument("--train-pairs", type=int, default=9000)
-    p.add_argument("--test-pairs", type=int, default=10000)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=64)
+    full = kd.lessons.lesson("06_qadsm_two_tower").full  # the full profile's pairs, epochs, batch and length
+    p.add_argument("--train-pairs", type=int, default=full["TRAIN_PAIRS"])
+    p.add_argument("--test-pairs", type=int, default=full["TEST_PAIRS"])
+    p.add_argument("--epochs", type=int, default=full["TEACHER_EPOCHS"])
+    p.add_argument("--lr", type=float, default=1e-4, help="the notebook's TEACHER_LR (not in the profile)")
+    p.add_argument("--batch", type=int, default=full["BATCH_SIZE"])
+    p.add_argument("--max-length", type=int, default=full["MAX_LENGTH"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)

@@ -43,6 +43,9 @@ ARCHIVE_FILE = Path(__file__).with_name("full_results.json")
 #: profile, as papermill got them; ``archived_as``: the file's name in the commit that archived it, when it was renamed
 #: since); ``parts``: name -> ``table`` (start lines as above) and ``what`` (which sections
 #: of the main run the table comes from)
+#: lesson 06's results table and its gain lines, as the notebook printed them in November (two archived runs of then)
+_NOVEMBER_06_TABLE = ("records, scores, servers = [], {}, {}", 'def mean_of(method, metric="roc_auc"):')
+
 SOURCES = {
     "01_soft_targets": dict(notebook="01_soft_targets.ipynb", table="table = kd.statistics.summarize(records)"),
     "02_label_smoothing": dict(notebook="02_label_smoothing.ipynb", table="frame = pd.DataFrame(records)"),
@@ -68,15 +71,13 @@ SOURCES = {
                                        "earlier": dict(
                                    notebook="06_qadsm_two_tower_earlier.ipynb", archived_as="06_qadsm_two_tower.ipynb",
                                    commit="e0e08f5", date="2026-11-22", wall="9 min 34 s",
-                                   table=("records, scores, servers = [], {}, {}",
-                                          'def mean_of(method, metric="roc_auc"):'),
+                                   table=_NOVEMBER_06_TABLE,
                                    changed="the lesson as it was at commit e0e08f5: no step (a), one teacher, C-DSSM on "
                                            "labels only (6 epochs), TwinBERT_cos and TwinBERT_res"),
                                        "overlap": dict(
                                    notebook="06_qadsm_two_tower_overlap.ipynb", archived_as="06_qadsm_two_tower.ipynb",
                                    commit="940337c", date="2026-11-21", wall="9 min 16 s",
-                                   table=("records, scores, servers = [], {}, {}",
-                                          'def mean_of(method, metric="roc_auc"):'),
+                                   table=_NOVEMBER_06_TABLE,
                                    changed="the lesson as it was at commit 940337c, whose transfer set paired each "
                                            "query with ads sharing a word first, then random ones (CANDIDATES "
                                            "'overlap'): one teacher, C-DSSM on labels only, TwinBERT_cos and "
