@@ -55,12 +55,17 @@ def main(argv=None) -> None:
     p.add_argument("--test-pairs", type=int, default=full["TEST_PAIRS"])
     p.add_argument("--transfer-pairs", type=int, default=full["TRANSFER_PAIRS"])
     p.add_argument("--teacher-epochs", type=int, default=full["TEACHER_EPOCHS"])
+    p.add_argument("--teacher-lr", type=float, nargs="+", default=[full["TEACHER_LR"]],
+                   help="one rate for every teacher, or one per teacher (an encoder may then be named twice)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--workers", type=int, default=full["WORKERS"])
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
-    if len(set(args.teachers)) != len(args.teachers):
-        p.error(f"--teachers names an encoder twice: {args.teachers}")
+    if len(args.teacher_lr) not in (1, len(args.teachers)):
+        p.error(f"--teacher-lr takes 1 or {len(args.teachers)} rates (one per teacher), got {len(args.teacher_lr)}")
+    rates = args.teacher_lr * len(args.teachers) if len(args.teacher_lr) == 1 else args.teacher_lr
+    if len(set(zip(args.teachers, rates))) != len(args.teachers):
+        p.error(f"--teachers names an encoder twice with the same rate: {args.teachers}, {rates}")
     for kind in args.students:
         kd.studentkinds.student_kind(kind)  # an unknown kind fails before anything is trained
     emit = emitter(args.out)
@@ -98,14 +103,17 @@ def main(argv=None) -> None:
 
     score = dict(batch_size=4096 if amp else 256, device=device, amp=amp, bf16_weights=amp, warmup=amp)
     teachers = {}  # name -> (logits on the transfer pairs, on the training pairs), test AUC
-    for name in args.teachers:
+    names = []  # one per teacher: its encoder, and its rate where an encoder comes twice
+    for encoder, lr in zip(args.teachers, rates):
+        name = encoder if args.teachers.count(encoder) == 1 else f"{encoder} (lr {lr:g})"
+        names.append(name)
         t0 = time.perf_counter()
-        tokenizer = kd.hub.load_tokenizer(name)
+        tokenizer = kd.hub.load_tokenizer(encoder)
         kd.environment.seed_everything(0)
-        model = kd.crossencoder.CrossEncoder(copy.deepcopy(kd.hub.load_masked_lm(name).base_model))
+        model = kd.crossencoder.CrossEncoder(copy.deepcopy(kd.hub.load_masked_lm(encoder).base_model))
         kd.crossencoder.fine_tune_cross_encoder(
             model, kd.crossencoder.tokenize_pairs(tokenizer, train["query"], train_ads, length), y_train,
-            epochs=args.teacher_epochs, lr=1e-4, batch_size=full["BATCH_SIZE"], seed=0, device=device, amp=amp,
+            epochs=args.teacher_epochs, lr=lr, batch_size=full["BATCH_SIZE"], seed=0, device=device, amp=amp,
             progress=False)
         finetune_s = time.perf_counter() - t0
         on_test, _ = kd.crossencoder.score_pairs(
@@ -117,7 +125,7 @@ def main(argv=None) -> None:
         on_transfer, stats = kd.crossencoder.score_pairs(model, pairs, **score)
         auc = float(kd.metrics.roc_auc(y_test, on_test))
         teachers[name] = ((on_transfer, on_train), auc)
-        emit(step="teacher", teacher=name, seed=0, test_auc=round(auc, 4), finetune_s=round(finetune_s, 1),
+        emit(step="teacher", teacher=name, lr=lr, seed=0, test_auc=round(auc, 4), finetune_s=round(finetune_s, 1),
              scoring_pairs_per_s=round(stats["pairs_per_s"]), mean_transfer_p_good=round(
                  float(np.mean(1 / (1 + np.exp(-on_transfer)))), 3), device=kd.environment.banner(device))
         del model, pairs
@@ -125,7 +133,7 @@ def main(argv=None) -> None:
 
     seeds = kd.statistics.seeds_from(0, args.seeds)
     records = []
-    for i, name in enumerate(args.teachers):
+    for i, name in enumerate(names):
         runs = kd.studentruns.StudentRuns(
             pretrained=student_encoder, layers=full["STUDENT_LAYERS"], tokens=sides, trigrams=trigrams,
             labels=y_train, teachers={"one": teachers[name][0]},
