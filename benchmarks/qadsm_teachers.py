@@ -15,6 +15,9 @@ labelled pairs, 3 epochs, batch 32, 64 tokens, 10,000 test pairs; learning rate 
 e.g. ``--train-pairs 3000 --test-pairs 2000 --epochs 1 --seeds 1``: a first probe of this recipe at those sizes with
 ``--lr 5e-5``, seed 0, on a 2-core AMD EPYC (2026-12-07, beside a test run), took 2.6 min for MiniLM and 23 min for
 MPNet and gave ROC-AUC 0.715 and 0.752 (one seed, a fifth of the full profile's training: a hint, not a ranking).
+At full size on one H200 (``benchmarks/qadsm_teacher_room.py``, one seed, 2026-12-07) the hint did not hold: MPNet's
+fine-tuning collapsed at 1e-4 (0.640) and reached 0.833 at 2e-5 and 0.814 at 5e-5, against MiniLM's 0.832 at 1e-4; so
+give MPNet ``--lr 2e-5`` (one rate for both encoders here; that script takes one per teacher).
 One JSON line per teacher and seed, also appended to ``--out``.
 """
 from __future__ import annotations

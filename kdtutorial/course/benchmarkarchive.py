@@ -54,6 +54,16 @@ BENCHMARKS = {
             select=[{"step": "students"}, {"step": "agreement"}],
             columns=["run", "step", "jobs", "workers", "seconds", "seconds_per_job", "max_abs_logit_gap",
                      "jobs_identical"]),
+        "teacher_room": dict(
+            file="06_teacher_room_h200.jsonl", script="benchmarks/qadsm_teacher_room.py", commit="d937ad9",
+            date="2026-12-07", device="NVIDIA H200",
+            what="C-DSSM and TwinBERT-Tiny on the labels only and distilled (the full profile's steps d and e, seeds "
+                 "0-2) from a cross-encoder teacher on all-MiniLM-L6-v2 or on all-mpnet-base-v2 (12 layers, 768 wide) "
+                 "fine-tuned at rate teacher_lr, one teacher seed; the same transfer set, student weights and seeds "
+                 "for all; test ROC-AUC; two runs",
+            select={"step": "summary"},
+            columns=["run", "teacher", "teacher_lr", "teacher_test_auc", "student", "labels_only", "distilled",
+                     "gain_points", "ci95_points", "higher_in", "verdict", "gain_kept_pct"]),
         "kd_gain": dict(
             file="06_kd_gain_h100.jsonl", script="benchmarks/qadsm_transfer_sets.py", commit="dc9ba76",
             date="2026-11-22", device="NVIDIA H100 80GB HBM3",

@@ -44,7 +44,13 @@ def test_show_benchmark_labels_the_numbers_and_refuses_unknown_names(capsys):
     benchmarkarchive.show_benchmark("06_qadsm_two_tower", "kd_gain")
     out = capsys.readouterr().out  # a column a line lacks shows as "-"; AUCs as written in the file
     assert "label_only    -" in out and "0.8267" in out and "0.7845" in out
-    with pytest.raises(KeyError, match="archived are cdssm_distillation, linear_bound, student_processes, kd_gain"):
+    benchmarkarchive.show_benchmark("06_qadsm_two_tower", "teacher_room")
+    out = capsys.readouterr().out  # the H200 label and the numbers lesson 06 quotes
+    assert out.startswith("archived benchmark (NVIDIA H200, 2026-12-07, commit d937ad9): ")
+    for quoted in ("0.6396", "0.8326", "0.8142", "-2.47", "-1.2 ", "-0.68", "0.25", "0.8316"):
+        assert quoted in out
+    with pytest.raises(KeyError, match="archived are cdssm_distillation, linear_bound, student_processes, "
+                                       "teacher_room, kd_gain"):
         benchmarkarchive.show_benchmark("06_qadsm_two_tower", "nothing")
 
 
