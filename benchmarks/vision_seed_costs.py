@@ -3,7 +3,8 @@ batch 64, 860 steps) trained three ways, each after an untimed warm-up epoch:
 
 * the loop as it was, reading ``loss.item()`` after every step (the host waits for the GPU each step);
 * ``training.fit`` now (the epoch's loss summed on the device: no wait per step);
-* ``seedbatch.fit_seeds`` with K seeds in one stacked pass per step (per seed: the time divided by K);
+* ``seedbatch.fit_seeds`` with K seeds in one stacked pass per step (per seed: the time divided by K), each step
+  launched eagerly and, on a GPU, replayed from a CUDA graph (``graphs=True``, :mod:`kdtutorial.vision.stepgraph`);
 * with ``--cnn``: one epoch of the CNN teacher (which has dropout and batch norm, so it is trained one seed at a
   time) with cuDNN's default algorithms, with ``cudnn.benchmark`` and with bf16 autocast, and its forward and
   backward pass on one batch alone;
@@ -90,12 +91,15 @@ def main(argv=None) -> None:
     print(json.dumps({"variant": "fit (no wait per step)", "seconds_per_epoch": synced(device) - began}), flush=True)
     for k in args.seeds:
         seeds = list(range(k))
-        fit_seeds([new(s) for s in seeds], data.train, [ce] * k, seeds=seeds, epochs=1, device=device, **bs)
-        began = synced(device)
-        fit_seeds([new(s) for s in seeds], data.train, [ce] * k, seeds=seeds, epochs=1, device=device, **bs)
-        seconds = synced(device) - began
-        print(json.dumps({"variant": f"fit_seeds, {k} seeds together", "seconds_per_epoch": seconds,
-                          "seconds_per_seed_epoch": seconds / k}), flush=True)
+        for graphs in (False, True) if device.type == "cuda" else (False,):
+            way = dict(device=device, graphs=graphs, **bs)
+            fit_seeds([new(s) for s in seeds], data.train, [ce] * k, seeds=seeds, epochs=1, **way)
+            began = synced(device)
+            fit_seeds([new(s) for s in seeds], data.train, [ce] * k, seeds=seeds, epochs=1, **way)
+            seconds = synced(device) - began
+            label = f"fit_seeds, {k} seeds together" + (", CUDA graph" if graphs else "")
+            print(json.dumps({"variant": label, "seconds_per_epoch": seconds, "seconds_per_seed_epoch": seconds / k}),
+                  flush=True)
     cache = kd.training.TeacherCache.build(new(0).to(device), data.train, device)  # untrained: only the cost counts
     for k in args.seeds:
         grid = [objectives.Distillation(cache, T=2.0 ** (s % 4 + 1), alpha=0.5 if s % 2 else 0.9) for s in range(k)]

@@ -37,8 +37,8 @@ PARTS = ("common", "vision", "text", "ranking", "lm", "course")
 MODULES = {
     **dict.fromkeys(("losses", "schedules", "statistics", "environment", "downloads", "splits", "modules", "checks",
                      "corpora", "labelnoise", "workerpool", "processes"), "common"),
-    **dict.fromkeys(("data", "models", "training", "seedbatch", "seedprocesses", "objectives", "objectivestack",
-                     "experiments"),
+    **dict.fromkeys(("data", "models", "training", "seedbatch", "stepgraph", "seedprocesses", "objectives",
+                     "objectivestack", "experiments"),
                     "vision"),
     **dict.fromkeys(("hub", "tokens", "optim", "students", "distilbert", "pretraining", "finetuning", "matekd", "sst2",
                      "layers", "intermediate", "layerdistil", "layercompare", "glue", "pool", "leakage", "embedcache",

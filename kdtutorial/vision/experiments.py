@@ -33,7 +33,7 @@ def train_model(arch: str, data, objective, *, seed: int, epochs: int, lr: float
 
 def train_models(arch: str, data, objectives, *, seeds, epochs: int, lr: float = 1e-3, batch_size: int = 64,
                  weight_decay: float = 0.0, device="cpu", progress=None, amp: bool = False, val_set=None,
-                 workers: int = 0) -> list:
+                 workers: int = 0, graphs: bool = False) -> list:
     """``train_model`` for every ``(seed, objective)`` pair, all trained together: the same results as
     ``[train_model(arch, data, obj, seed=s, ...) for s, obj in zip(seeds, objectives)]`` up to float32 rounding.
 
@@ -51,7 +51,8 @@ def train_models(arch: str, data, objectives, *, seeds, epochs: int, lr: float =
     ``workers`` > 0 that many at a time, each in a process of its own
     (:func:`~kdtutorial.vision.seedprocesses.train_in_processes`: measured slower on one H100, see there).
     ``progress``: an open ``tqdm`` bar advanced by one per model and epoch, as ``train_model`` per seed advances it.
-    Returns ``[(model, history, test_accuracy), ...]`` in seed order.
+    ``graphs``: the stacked steps replayed from a CUDA graph (``fit_seeds(graphs=True)``; not used by the
+    one-at-a-time path). Returns ``[(model, history, test_accuracy), ...]`` in seed order.
     """
     seeds, objectives = [int(s) for s in seeds], list(objectives)
     if not seeds or len(objectives) != len(seeds):
@@ -66,7 +67,7 @@ def train_models(arch: str, data, objectives, *, seeds, epochs: int, lr: float =
     built = _build_in_seed_order(arch, data, seeds)
     if progress is not None:
         common["progress"] = _Advance(progress, len(built))
-    histories = fit_seeds(built, data.train, objectives, seeds=seeds, **common)
+    histories = fit_seeds(built, data.train, objectives, seeds=seeds, graphs=graphs, **common)
     return [(model, history, evaluate(model, data.test, device)) for model, history in zip(built, histories)]
 
 
@@ -166,11 +167,12 @@ def train_annealing_kd(arch: str, data, cache, schedule, *, seed: int, stage2_ep
 
 def train_annealing_kd_models(arch: str, data, cache, schedule, *, seeds, stage2_epochs: int,
                               stage1_lr: float = 1e-3, lr: float = 1e-3, batch_size: int = 64, device="cpu",
-                              progress=None, val_set=None) -> list:
+                              progress=None, val_set=None, graphs: bool = False) -> list:
     """``train_annealing_kd`` for every seed, the seeds trained together (:func:`~kdtutorial.vision.seedbatch.fit_seeds`
     for each stage): the same results as ``[train_annealing_kd(arch, data, cache, schedule, seed=s, ...) for s in
     seeds]`` up to float32 rounding. Each seed has its own ``AnnealedLogits``; all follow one schedule. An architecture
-    that cannot be stacked is trained seed by seed. Returns ``[(model, history, test_accuracy), ...]`` in seed order.
+    that cannot be stacked is trained seed by seed. ``graphs``: both stages' steps replayed from a CUDA graph, as
+    :func:`train_models` takes it. Returns ``[(model, history, test_accuracy), ...]`` in seed order.
     """
     seeds = [int(s) for s in seeds]
     common = dict(batch_size=batch_size, device=device, val_set=val_set)
@@ -189,8 +191,8 @@ def train_annealing_kd_models(arch: str, data, cache, schedule, *, seeds, stage2
             objective.start_epoch(epoch)
 
     stage1 = fit_seeds(built, data.train, objs, seeds=seeds, epochs=schedule.stage1_epochs, lr=stage1_lr,
-                       on_epoch_start=start_epoch, **common)
+                       on_epoch_start=start_epoch, graphs=graphs, **common)
     stage2 = fit_seeds(built, data.train, [CrossEntropy()] * len(seeds), seeds=[s + 1 for s in seeds],
-                       epochs=stage2_epochs, lr=lr, **common)
+                       epochs=stage2_epochs, lr=lr, graphs=graphs, **common)
     return [(model, _annealing_history(h1, objective.phis_seen, h2, schedule.stage1_epochs),
              evaluate(model, data.test, device)) for model, objective, h1, h2 in zip(built, objs, stage1, stage2)]

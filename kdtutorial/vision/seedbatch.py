@@ -27,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdtutorial.vision.objectivestack import stack_objectives
+from kdtutorial.vision.stepgraph import GraphedStep
 from kdtutorial.vision.training import History, epoch_order
 
 __all__ = ["fit_seeds", "check_batchable"]
@@ -46,7 +47,7 @@ def check_batchable(model: nn.Module) -> None:
 
 def fit_seeds(models, train_set, objectives, *, seeds, epochs: int, lr: float = 1e-3, batch_size: int = 64,
               weight_decay: float = 0.0, device="cpu", amp: bool = False, val_set=None, progress=None,
-              on_epoch_start=None) -> list:
+              on_epoch_start=None, graphs: bool = False) -> list:
     """Train ``models[k]`` with ``objectives[k]`` and shuffling seed ``seeds[k]``, all in one stacked pass per step,
     as :func:`~kdtutorial.vision.training.fit` trains one (same arguments, same Adam, same per-epoch ``loss`` and
     ``val_acc``). The models must share one architecture (:func:`check_batchable`); their trained weights are written
@@ -57,7 +58,10 @@ def fit_seeds(models, train_set, objectives, *, seeds, epochs: int, lr: float = 
 
     Nothing in a step waits for the host: each epoch's shuffling orders (the same ``randperm`` draws as ``fit``
     makes) go to the device once, the objectives of all models are computed together
-    (:func:`~kdtutorial.vision.objectivestack.stack_objectives`), and the epoch's losses are summed on the device."""
+    (:func:`~kdtutorial.vision.objectivestack.stack_objectives`), and the epoch's losses are summed on the device.
+    ``graphs=True`` (CUDA only, every objective grouped) replays each full-size step from a CUDA graph
+    (:class:`~kdtutorial.vision.stepgraph.GraphedStep`; Adam then keeps its step count on the device, which moves the
+    weights by float32 rounding only)."""
     models, objectives, seeds = list(models), list(objectives), [int(s) for s in seeds]
     if not models or not len(models) == len(objectives) == len(seeds):
         raise ValueError(f"fit_seeds needs one objective and one seed per model: got {len(models)} models, "
@@ -68,6 +72,8 @@ def fit_seeds(models, train_set, objectives, *, seeds, epochs: int, lr: float = 
     if len(shapes) != 1:
         raise ValueError("fit_seeds stacks models of one architecture: these models' parameters differ in name or shape")
     device = torch.device(device)
+    if graphs and device.type != "cuda":
+        raise ValueError(f"graphs=True is not allowed on device {device.type!r}: CUDA graphs need a CUDA device")
     for model in models:
         model.to(device).train()
     params, buffers = torch.func.stack_module_state(models)  # each [K, ...]; the parameters are new leaf tensors
@@ -77,13 +83,33 @@ def fit_seeds(models, train_set, objectives, *, seeds, epochs: int, lr: float = 
         return torch.func.functional_call(skeleton, (p, b), (x,))
 
     forward = torch.func.vmap(one)
-    optimiser = torch.optim.Adam(list(params.values()), lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
+    optimiser = torch.optim.Adam(list(params.values()), lr=lr, weight_decay=weight_decay, fused=device.type == "cuda",
+                                 capturable=graphs)
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     x, y = train_set.x.to(device), train_set.y.to(device)
     with torch.no_grad():
         n_classes = models[0](x[:1]).shape[-1]
     stack = stack_objectives(objectives, n_classes, device)
+    if graphs and stack.looped:
+        raise ValueError(f"graphs=True is not allowed with objectives computed one model at a time (positions "
+                         f"{stack.looped}): they read host indices, which a CUDA graph cannot")
     use_amp = amp and device.type == "cuda"
+    totals = torch.zeros(len(models), dtype=torch.float64, device=device)  # each epoch's loss sums, one per model
+
+    def step(idx):  # one step on the models' [K, B] batch indices; nothing is read back to the host
+        # a graph must not keep autocast's cast-weight cache (it would hold tensors of the capture's step)
+        with (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graphs) if use_amp
+              else contextlib.nullcontext()):
+            logits = forward(params, buffers, x[idx])
+        losses = stack(logits.float(), y[idx], idx)
+        losses.sum().backward()
+        optimiser.step()
+        totals.add_(losses.detach().double() * idx.shape[1])
+
+    def zero_grad():
+        optimiser.zero_grad(set_to_none=True)
+
+    graphed = GraphedStep(step, zero_grad) if graphs else None
     histories = [History() for _ in models]
     own_bar = progress is None
     bar = tqdm(total=epochs, desc=f"epochs ({len(models)} seeds together)", leave=False) if own_bar else progress
@@ -94,16 +120,14 @@ def fit_seeds(models, train_set, objectives, *, seeds, epochs: int, lr: float = 
             stack.start_epoch()
             # each model's order for the epoch, drawn as fit draws it from the model's own generator, [K, n]
             orders = torch.stack([epoch_order(len(x), True, g) for g in generators]).to(device)
-            totals = torch.zeros(len(models), dtype=torch.float64, device=device)
+            totals.zero_()
             for start in range(0, len(x), batch_size):
                 idx = orders[:, start : start + batch_size]  # [K, B]: each model's own batch
-                with torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext():
-                    logits = forward(params, buffers, x[idx])
-                losses = stack(logits.float(), y[idx], idx)
-                optimiser.zero_grad(set_to_none=True)
-                losses.sum().backward()
-                optimiser.step()
-                totals += losses.detach().double() * idx.shape[1]
+                if graphed is not None:
+                    graphed(idx)
+                else:
+                    zero_grad()
+                    step(idx)
             accs = _accuracies(forward, params, buffers, val_set, device) if val_set is not None else None
             for k, history in enumerate(histories):
                 row = {"epoch": epoch, "loss": float(totals[k]) / len(x)}

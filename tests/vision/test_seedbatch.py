@@ -81,3 +81,61 @@ def test_the_epoch_loss_is_the_sum_of_the_step_losses_the_host_would_add(digits)
         total += loss.item() * len(idx)
         count += len(idx)
     assert history.column("loss") == [total / count]
+
+
+def test_graphs_are_refused_where_they_cannot_run(digits):
+    """CUDA graphs need a CUDA device (and, on one, objectives that read no host indices: tested on a GPU below)."""
+    from kdtutorial.vision.stepgraph import GraphedStep
+
+    with pytest.raises(ValueError, match="graphs=True is not allowed on device 'cpu'"):
+        fit_seeds([student("mlp-tiny", digits, 0)], digits.train, [objectives.CrossEntropy()], seeds=[0], epochs=1,
+                  graphs=True)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="needs a CUDA device"):
+            GraphedStep(lambda idx: None, lambda: None)
+
+
+class _PerModel:
+    """An objective the stack does not group (called per model, on host indices)."""
+
+    def __call__(self, logits, labels, indices):
+        return torch.nn.functional.cross_entropy(logits, labels)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("kind", ["cross-entropy", "distillation, one config per seed"])
+def test_a_graphed_step_trains_the_models_the_eager_step_trains(digits, cache, kind, monkeypatch):
+    """graphs=True: the same weights, epoch losses and validation accuracies as the eager stacked path, up to
+    float32 rounding (capturable Adam computes its bias corrections on the device), with every full-size step after
+    the warm-up replayed from the graph. Runs on a GPU only."""
+    from kdtutorial.vision import seedbatch, stepgraph
+
+    if kind == "cross-entropy":
+        objs = [objectives.CrossEntropy() for _ in SEEDS]
+    else:
+        objs = [objectives.Distillation(cache, T=t, alpha=a) for t, a in [(2.0, 0.5), (4.0, 0.9), (8.0, 0.5)]]
+    made = []
+
+    def counted(*args, **kwargs):  # the GraphedStep fit_seeds makes, kept to read its counters
+        made.append(stepgraph.GraphedStep(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(seedbatch, "GraphedStep", counted)
+    runs = {}
+    for graphs in (False, True):
+        trained = [student("mlp-small", digits, s) for s in SEEDS]
+        history = fit_seeds(trained, digits.train, objs, seeds=SEEDS, epochs=3, batch_size=32, lr=3e-3,
+                            weight_decay=1e-4, val_set=digits.val, device="cuda", graphs=graphs)
+        runs[graphs] = (trained, history)
+    full, rest = divmod(len(digits.train), 32)
+    (graphed,) = made
+    assert (graphed.replays, graphed.eager) == (3 * full - 3, 3 + 3 * (rest > 0))  # 3 warm-up steps, short batches
+    (eager_models, eager_hist), (graph_models, graph_hist) = runs[False], runs[True]
+    for a, b, ha, hb in zip(eager_models, graph_models, eager_hist, graph_hist):
+        for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.allclose(pa.cpu(), pb.cpu(), atol=2e-5, rtol=1e-4), name
+        assert hb.column("loss") == pytest.approx(ha.column("loss"), rel=1e-5)
+        assert hb.column("val_acc") == ha.column("val_acc")
+    with pytest.raises(ValueError, match="objectives computed one model at a time \\(positions \\[0\\]\\)"):
+        fit_seeds([student("mlp-tiny", digits, 0)], digits.train, [_PerModel()], seeds=[0], epochs=1, device="cuda",
+                  graphs=True)

@@ -1,0 +1,70 @@
+"""One training step captured as a CUDA graph and replayed, so the host launches a step with one call.
+
+A stacked step of the vision lessons' small students is a few dozen tiny kernels, each launched by Python; on a GPU
+the launches, not the arithmetic, are the cost, and a faster GPU on a slower host is slower (README, "where these
+lessons' GPU time goes"). A CUDA graph records the kernels of one step once; replaying it launches them all with one
+call. It computes the same kernels on the same addresses, so a replayed step is the step, provided that
+
+* everything the step reads lives in tensors that keep their address: the batch indices are copied into one static
+  tensor before each replay, and every other input (data, labels, teacher logits, hyper-parameters, Annealing KD's
+  ``phi``) is a device tensor updated in place if at all;
+* the step never reads a value back to the host (no ``.item()``, no host indices): the objectives of
+  :mod:`~kdtutorial.vision.objectivestack` qualify, a per-model objective called on host indices does not;
+* the optimiser keeps its step count on the device (``torch.optim.Adam(..., capturable=True)``; its bias corrections
+  are then computed in float32 on the device rather than in double on the host, which moves the weights by float32
+  rounding only).
+
+The pattern is PyTorch's "whole-network capture": a few eager warm-up steps on a side stream (they are real steps of
+the training), the gradients set to None so the captured backward pass allocates them from the graph's own memory
+pool, the capture on that side stream, then a replay per step. A batch of another shape (an epoch's last, shorter
+batch) runs eagerly: its gradients are fresh tensors, and the graph keeps reading and writing its own.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["GraphedStep"]
+
+
+class GraphedStep:
+    """``step(idx)`` (one training step on the ``idx`` batch: forward, loss, backward, optimiser step, nothing read
+    back to the host) run as a CUDA graph after ``warmup`` eager calls; ``zero_grad()`` sets the gradients to None.
+
+    Call it once per step with the step's index tensor (on the GPU). Counters: ``eager`` (warm-up and odd-shaped
+    steps), ``replays`` (steps run from the graph, the captured one included).
+    """
+
+    def __init__(self, step, zero_grad, *, warmup: int = 3):
+        if not torch.cuda.is_available():
+            raise ValueError("GraphedStep captures a CUDA graph: it needs a CUDA device")
+        if warmup < 1:
+            raise ValueError(f"warmup = {warmup} is not allowed: at least 1 eager step must run before the capture")
+        self.step, self.zero_grad, self.warmup = step, zero_grad, warmup
+        self.stream = torch.cuda.Stream()
+        self.graph, self.static = None, None
+        self.eager, self.replays = 0, 0
+
+    def __call__(self, idx: torch.Tensor) -> None:
+        if self.graph is not None and idx.shape == self.static.shape:
+            self.static.copy_(idx)
+            self.graph.replay()
+            self.replays += 1
+        elif self.graph is not None:  # another shape after the capture: an ordinary step
+            self.zero_grad()
+            self.step(idx)
+            self.eager += 1
+        elif self.eager < self.warmup:  # warm-up: real steps, on the stream the capture will use
+            self.stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.stream):
+                self.zero_grad()
+                self.step(idx)
+            torch.cuda.current_stream().wait_stream(self.stream)
+            self.eager += 1
+        else:  # capture this step, then run it: a capture only records
+            self.static = idx.clone()
+            self.zero_grad()
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, stream=self.stream):
+                self.step(self.static)
+            self.graph.replay()
+            self.replays += 1
