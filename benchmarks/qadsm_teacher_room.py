@@ -25,6 +25,9 @@ Archived as ``results/full/06_teacher_room_h200.jsonl`` (one H200, 2026-12-07; t
 fine-tuning collapsed), 0.833 (2e-5) and 0.814 (5e-5): no more room than MiniLM's. Distilled from MiniLM, C-DSSM
 lost 0.7 points (lower) and TwinBERT-Tiny gained 0.3 (not distinguishable); from MPNet at 2e-5 they lost 2.5 and
 1.2 points (both lower, 3 of 3 seeds).
+It replaces ``benchmarks/qadsm_teachers.py`` (the two teachers alone over seeds, removed at the review of
+2026-12-07), whose only run was a CPU probe at a fifth of the training (3,000 pairs, one epoch, lr 5e-5, seed 0,
+2,000 test pairs): MPNet 0.752 against MiniLM 0.715, a hint that the full size above did not bear out.
 """
 from __future__ import annotations
 
