@@ -2,12 +2,13 @@
 batch 64, 860 steps) trained three ways, each after an untimed warm-up epoch:
 
 * the loop as it was, reading ``loss.item()`` after every step (the host waits for the GPU each step);
-* ``training.fit`` now (the epoch's loss summed on the device: no wait per step);
+* ``training.fit`` now (the epoch's loss summed on the device: no wait per step), eagerly and, on a GPU, each step
+  replayed from a CUDA graph (``graphs=True``);
 * ``seedbatch.fit_seeds`` with K seeds in one stacked pass per step (per seed: the time divided by K), each step
   launched eagerly and, on a GPU, replayed from a CUDA graph (``graphs=True``, :mod:`kdtutorial.vision.stepgraph`);
 * with ``--cnn``: one epoch of the CNN teacher (which has dropout and batch norm, so it is trained one seed at a
-  time) with cuDNN's default algorithms, with ``cudnn.benchmark`` and with bf16 autocast, and its forward and
-  backward pass on one batch alone;
+  time) with cuDNN's default algorithms, with ``cudnn.benchmark``, with bf16 autocast and from a CUDA graph, and its
+  forward and backward pass on one batch alone;
 * ``fit_seeds`` with K distillation students (a grid of T and alpha over one teacher cache, as lesson 01 stacks its
   recipes), their objectives computed together (``vision.objectivestack``) or, as before, one model at a time with
   the host's indices (``--batch-size 256`` is what the lessons' full profiles use).
@@ -85,10 +86,12 @@ def main(argv=None) -> None:
     print(json.dumps({"variant": "loss.item() every step (before)", "seconds_per_epoch": synced(device) - began}),
           flush=True)
     ce = objectives.CrossEntropy()
-    fit(new(0), data.train, ce, epochs=1, device=device, **bs)
-    began = synced(device)
-    fit(new(0), data.train, ce, epochs=1, device=device, **bs)
-    print(json.dumps({"variant": "fit (no wait per step)", "seconds_per_epoch": synced(device) - began}), flush=True)
+    for graphs in (False, True) if device.type == "cuda" else (False,):
+        fit(new(0), data.train, ce, epochs=1, device=device, graphs=graphs, **bs)
+        began = synced(device)
+        fit(new(0), data.train, ce, epochs=1, device=device, graphs=graphs, **bs)
+        label = "fit (no wait per step)" + (", CUDA graph" if graphs else "")
+        print(json.dumps({"variant": label, "seconds_per_epoch": synced(device) - began}), flush=True)
     for k in args.seeds:
         seeds = list(range(k))
         for graphs in (False, True) if device.type == "cuda" else (False,):
@@ -103,10 +106,14 @@ def main(argv=None) -> None:
     cache = kd.training.TeacherCache.build(new(0).to(device), data.train, device)  # untrained: only the cost counts
     for k in args.seeds:
         grid = [objectives.Distillation(cache, T=2.0 ** (s % 4 + 1), alpha=0.5 if s % 2 else 0.9) for s in range(k)]
-        for label, objs in (("grouped", grid), ("one model at a time", [OneByOne(o) for o in grid])):
-            fit_seeds([new(s) for s in range(k)], data.train, objs, seeds=range(k), epochs=1, device=device, **bs)
+        ways = [("grouped", grid, False), ("one model at a time", [OneByOne(o) for o in grid], False)]
+        if device.type == "cuda":
+            ways.append(("grouped, CUDA graph", grid, True))
+        for label, objs, graphs in ways:
+            way = dict(seeds=range(k), epochs=1, device=device, graphs=graphs, **bs)
+            fit_seeds([new(s) for s in range(k)], data.train, objs, **way)
             began = synced(device)
-            fit_seeds([new(s) for s in range(k)], data.train, objs, seeds=range(k), epochs=1, device=device, **bs)
+            fit_seeds([new(s) for s in range(k)], data.train, objs, **way)
             seconds = synced(device) - began
             print(json.dumps({"variant": f"fit_seeds, {k} KD students, objectives {label}",
                               "seconds_per_epoch": seconds, "seconds_per_seed_epoch": seconds / k}), flush=True)
@@ -117,12 +124,12 @@ def main(argv=None) -> None:
             kd.environment.seed_everything(0)
             return models.build(cnn, data.input_shape, data.n_classes)
 
-        for label, bench, amp in (("cuDNN default", False, False), ("cudnn.benchmark", True, False),
-                                  ("bf16 autocast", False, True)):
+        for label, bench, amp, graphs in (("cuDNN default", False, False, False), ("cudnn.benchmark", True, False, False),
+                                          ("bf16 autocast", False, True, False), ("CUDA graph", False, False, True)):
             torch.backends.cudnn.benchmark = bench
-            fit(new_cnn(), data.train, ce, epochs=1, device=device, amp=amp, **bs)
+            fit(new_cnn(), data.train, ce, epochs=1, device=device, amp=amp, graphs=graphs, **bs)
             began = synced(device)
-            fit(new_cnn(), data.train, ce, epochs=1, device=device, amp=amp, **bs)
+            fit(new_cnn(), data.train, ce, epochs=1, device=device, amp=amp, graphs=graphs, **bs)
             print(json.dumps({"variant": f"fit, {cnn}, {label}", "seconds_per_epoch": synced(device) - began}),
                   flush=True)
         torch.backends.cudnn.benchmark = False

@@ -19,15 +19,18 @@ __all__ = ["train_model", "train_models", "train_architectures", "train_recipes"
 
 
 def train_model(arch: str, data, objective, *, seed: int, epochs: int, lr: float = 1e-3, batch_size: int = 64,
-                weight_decay: float = 0.0, device="cpu", progress=None, amp: bool = False, val_set=None):
+                weight_decay: float = 0.0, device="cpu", progress=None, amp: bool = False, val_set=None,
+                graphs: bool = False):
     """Build ``arch`` from ``seed`` (same seed -> same initial weights), train it with ``objective``.
 
     Returns ``(model, history, test_accuracy)``; with ``val_set`` the history holds per-epoch ``val_acc``.
+    ``graphs``: each step replayed from a CUDA graph (``fit(graphs=True)``).
     """
     seed_everything(seed)
     model = models.build(arch, data.input_shape, data.n_classes)
     history = fit(model, data.train, objective, epochs=epochs, lr=lr, batch_size=batch_size,
-                  weight_decay=weight_decay, seed=seed, device=device, progress=progress, amp=amp, val_set=val_set)
+                  weight_decay=weight_decay, seed=seed, device=device, progress=progress, amp=amp, val_set=val_set,
+                  graphs=graphs)
     return model, history, evaluate(model, data.test, device)
 
 
@@ -51,8 +54,8 @@ def train_models(arch: str, data, objectives, *, seeds, epochs: int, lr: float =
     ``workers`` > 0 that many at a time, each in a process of its own
     (:func:`~kdtutorial.vision.seedprocesses.train_in_processes`: measured slower on one H100, see there).
     ``progress``: an open ``tqdm`` bar advanced by one per model and epoch, as ``train_model`` per seed advances it.
-    ``graphs``: the stacked steps replayed from a CUDA graph (``fit_seeds(graphs=True)``; not used by the
-    one-at-a-time path). Returns ``[(model, history, test_accuracy), ...]`` in seed order.
+    ``graphs``: every step replayed from a CUDA graph (``fit_seeds(graphs=True)`` for the stack, ``fit(graphs=True)``
+    seed by seed). Returns ``[(model, history, test_accuracy), ...]`` in seed order.
     """
     seeds, objectives = [int(s) for s in seeds], list(objectives)
     if not seeds or len(objectives) != len(seeds):
@@ -63,7 +66,7 @@ def train_models(arch: str, data, objectives, *, seeds, epochs: int, lr: float =
     try:
         check_batchable(models.build(arch, data.input_shape, data.n_classes))
     except ValueError:  # dropout or batch norm: one at a time, each seeded right before it is built and trained
-        return _one_at_a_time([arch] * len(seeds), data, objectives, seeds, workers, **common)
+        return _one_at_a_time([arch] * len(seeds), data, objectives, seeds, workers, graphs=graphs, **common)
     built = _build_in_seed_order(arch, data, seeds)
     if progress is not None:
         common["progress"] = _Advance(progress, len(built))
@@ -145,18 +148,19 @@ class _Advance:
 
 
 def train_annealing_kd(arch: str, data, cache, schedule, *, seed: int, stage2_epochs: int, stage1_lr: float = 1e-3,
-                       lr: float = 1e-3, batch_size: int = 64, device="cpu", progress=None, val_set=None):
+                       lr: float = 1e-3, batch_size: int = 64, device="cpu", progress=None, val_set=None,
+                       graphs: bool = False):
     """Annealing KD (Jafari et al., EACL 2021): stage I regresses ``phi(T) * z_t``, stage II trains on labels.
 
     Stage I runs ``schedule.stage1_epochs`` epochs with ``AnnealedLogits`` at ``stage1_lr``; stage II continues
     the same model for ``stage2_epochs`` epochs of cross-entropy at ``lr``. The history numbers the epochs of
-    both stages in one sequence and marks each with ``stage`` (1 or 2) and, in stage I, ``phi``.
-    Returns ``(model, history, test_accuracy)``.
+    both stages in one sequence and marks each with ``stage`` (1 or 2) and, in stage I, ``phi``. ``graphs``: each
+    step replayed from a CUDA graph (``fit(graphs=True)``). Returns ``(model, history, test_accuracy)``.
     """
     seed_everything(seed)
     model = models.build(arch, data.input_shape, data.n_classes)
     objective = AnnealedLogits(cache, schedule)
-    common = dict(batch_size=batch_size, device=device, progress=progress, val_set=val_set)
+    common = dict(batch_size=batch_size, device=device, progress=progress, val_set=val_set, graphs=graphs)
     stage1 = fit(model, data.train, objective, epochs=schedule.stage1_epochs, lr=stage1_lr, seed=seed,
                  on_epoch_start=objective.start_epoch, **common)
     stage2 = fit(model, data.train, CrossEntropy(), epochs=stage2_epochs, lr=lr, seed=seed + 1, **common)
@@ -180,7 +184,8 @@ def train_annealing_kd_models(arch: str, data, cache, schedule, *, seeds, stage2
         check_batchable(models.build(arch, data.input_shape, data.n_classes))
     except ValueError:
         return [train_annealing_kd(arch, data, cache, schedule, seed=s, stage2_epochs=stage2_epochs,
-                                   stage1_lr=stage1_lr, lr=lr, progress=progress, **common) for s in seeds]
+                                   stage1_lr=stage1_lr, lr=lr, progress=progress, graphs=graphs, **common)
+                for s in seeds]
     built = _build_in_seed_order(arch, data, seeds)
     objs = [AnnealedLogits(cache, schedule) for _ in seeds]
     if progress is not None:

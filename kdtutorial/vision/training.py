@@ -120,6 +120,7 @@ def fit(
     amp: bool = False,
     progress=None,
     on_epoch_start=None,
+    graphs: bool = False,
 ) -> History:
     """Train ``model`` on ``train_set`` (an ``IndexedDataset``) by minimising ``objective`` with Adam.
 
@@ -128,14 +129,51 @@ def fit(
     uses bfloat16 autocast on CUDA (ignored on the CPU). ``progress``: an open ``tqdm`` bar to advance by
     one per epoch (one bar for a whole experiment), or ``None`` for a bar of this call's own.
     ``on_epoch_start(epoch)``: an optional hook (e.g. a temperature schedule stepping forward).
+
+    ``graphs=True`` (CUDA only) replays each full-size step from a CUDA graph
+    (:class:`~kdtutorial.vision.stepgraph.GraphedStep`), for models the stacked path refuses (dropout, batch norm):
+    a captured step draws its dropout masks from the same generator and updates batch norm's running statistics in
+    place, as the eager step does. The objective is then computed in its grouped form
+    (:func:`~kdtutorial.vision.objectivestack.stack_objectives` with one model: the same formula, the teacher cache on
+    the device, no host indices) and Adam keeps its step count on the device, which moves the weights by float32
+    rounding only. An objective without a grouped form is refused, naming the parameter.
     """
     device = torch.device(device)
+    if graphs and device.type != "cuda":
+        raise ValueError(f"graphs=True is not allowed on device {device.type!r}: CUDA graphs need a CUDA device")
     model.to(device).train()
     x, y = train_set.x.to(device), train_set.y.to(device)
     # fused Adam: one kernel per step on a GPU (same maths as the default implementation)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=device.type == "cuda",
+                                 capturable=graphs)
     generator = torch.Generator().manual_seed(int(seed))
     use_amp = amp and device.type == "cuda"
+    # the epoch's loss is summed on the device in float64: no host synchronisation per step, and the same float64
+    # additions of the same float32 losses as summing loss.item() on the host would do
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    loss_of = _graphable_objective(objective, model, x, device) if graphs else None
+
+    def step(idx, idx_dev):  # forward, loss, backward, Adam; nothing is read back to the host
+        # a graph must not keep autocast's cast-weight cache (it would hold tensors of the capture's step)
+        with (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graphs) if use_amp
+              else contextlib.nullcontext()):
+            logits = model(x[idx_dev])
+        if loss_of is None:
+            loss = objective(logits.float(), y[idx_dev], idx)
+        else:
+            loss = loss_of(logits.float(), y[idx_dev], idx_dev)
+        loss.backward()
+        optimiser.step()
+        total.add_(loss.detach().double() * idx_dev.shape[0])
+
+    def zero_grad():
+        optimiser.zero_grad(set_to_none=True)
+
+    graphed = None
+    if graphs:
+        from kdtutorial.vision.stepgraph import GraphedStep
+
+        graphed = GraphedStep(lambda idx_dev: step(None, idx_dev), zero_grad)
     history = History()
     own_bar = progress is None
     bar = tqdm(total=epochs, desc="epochs", leave=False) if own_bar else progress
@@ -143,26 +181,22 @@ def fit(
         for epoch in range(1, epochs + 1):
             if on_epoch_start is not None:
                 on_epoch_start(epoch)
-            # the epoch's loss is summed on the device in float64: no host synchronisation per step, and the same
-            # float64 additions of the same float32 losses as summing loss.item() on the host would do
-            total, count = torch.zeros((), dtype=torch.float64, device=device), 0
+            if loss_of is not None:
+                loss_of.start_epoch()
+            total.zero_()
             # the epoch's order goes to the device once: copying each batch's indices from the host would make the
             # host wait for the GPU at every step (a blocking copy synchronises the stream), so that launching the
             # next step's kernels could never overlap running this one's. The batches are those of ``batches``.
             order = epoch_order(len(x), True, generator)
             order_dev = order.to(device)
             for start in range(0, len(order), batch_size):
-                idx, idx_dev = order[start : start + batch_size], order_dev[start : start + batch_size]
-                ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
-                with ctx:
-                    logits = model(x[idx_dev])
-                loss = objective(logits.float(), y[idx_dev], idx)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                total += loss.detach().double() * len(idx)
-                count += len(idx)
-            row = {"epoch": epoch, "loss": float(total) / count}
+                idx_dev = order_dev[start : start + batch_size]
+                if graphed is not None:
+                    graphed(idx_dev)
+                else:
+                    zero_grad()
+                    step(order[start : start + batch_size], idx_dev)
+            row = {"epoch": epoch, "loss": float(total) / len(order)}
             if val_set is not None:
                 row["val_acc"] = evaluate(model, val_set, device)
             history.add(**row)
@@ -172,3 +206,35 @@ def fit(
             bar.close()
     model.eval()
     return history
+
+
+class _OneModelStack:
+    """``objective`` in its grouped form for one model (:mod:`~kdtutorial.vision.objectivestack`): ``loss_of(logits
+    [B, C], labels [B], indices [B] on the device)`` -> the scalar loss, nothing read back to the host."""
+
+    def __init__(self, stack):
+        self.stack = stack
+
+    def start_epoch(self):
+        self.stack.start_epoch()
+
+    def __call__(self, logits, labels, indices):
+        return self.stack(logits[None], labels[None], indices[None])[0]
+
+
+def _graphable_objective(objective, model, x, device) -> _OneModelStack:
+    """The objective as a captured step can compute it, or ``ValueError`` naming ``graphs`` when it has no grouped
+    form (it would read host indices)."""
+    # imported here: the objectives module imports this one (TeacherCache)
+    from kdtutorial.vision.objectivestack import stack_objectives
+
+    with torch.no_grad():
+        was_training = model.training
+        model.eval()
+        n_classes = model(x[:1]).shape[-1]
+        model.train(was_training)
+    stack = stack_objectives([objective], n_classes, device)
+    if stack.looped:
+        raise ValueError(f"graphs=True is not allowed with objective {type(objective).__name__}: it has no grouped "
+                         f"form and reads host indices, which a CUDA graph cannot")
+    return _OneModelStack(stack)

@@ -139,3 +139,52 @@ def test_a_graphed_step_trains_the_models_the_eager_step_trains(digits, cache, k
     with pytest.raises(ValueError, match="objectives computed one model at a time \\(positions \\[0\\]\\)"):
         fit_seeds([student("mlp-tiny", digits, 0)], digits.train, [_PerModel()], seeds=[0], epochs=1, device="cuda",
                   graphs=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("arch, kind", [("cnn-teacher", "cross-entropy"), ("cnn-teacher", "distillation"),
+                                        ("mlp-large", "annealing stage I")])
+def test_a_graphed_fit_trains_the_model_the_eager_fit_trains(digits, cache, arch, kind, monkeypatch):
+    """fit(graphs=True), for the models the stack refuses (dropout, batch norm): the same weights, running statistics,
+    epoch losses and validation accuracies as the eager fit to float32 rounding, so the captured step draws the same
+    dropout masks and updates batch norm in place. Runs on a GPU only."""
+    from kdtutorial.common.schedules import AnnealingSchedule
+    from kdtutorial.vision import stepgraph
+
+    def objective():
+        if kind == "cross-entropy":
+            return objectives.CrossEntropy(), None
+        if kind == "distillation":
+            return objectives.Distillation(cache, T=4.0, alpha=0.9), None
+        annealed = objectives.AnnealedLogits(cache, AnnealingSchedule(tau_max=3, epochs_per_step=1))
+        return annealed, annealed.start_epoch
+
+    made = []
+
+    def counted(*args, **kwargs):
+        made.append(stepgraph.GraphedStep(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(stepgraph, "GraphedStep", counted)
+    runs = {}
+    for graphs in (False, True):
+        model = student(arch, digits, 7)
+        obj, hook = objective()
+        history = fit(model, digits.train, obj, epochs=3, batch_size=32, lr=1e-3, seed=7, val_set=digits.val,
+                      device="cuda", on_epoch_start=hook, graphs=graphs)
+        runs[graphs] = (model, history)
+    full, rest = divmod(len(digits.train), 32)
+    (graphed,) = made
+    assert (graphed.replays, graphed.eager) == (3 * full - 3, 3 + 3 * (rest > 0))
+    (eager_model, eager_hist), (graph_model, graph_hist) = runs[False], runs[True]
+    for (name, pa), pb in zip(eager_model.state_dict().items(), graph_model.state_dict().values()):
+        assert torch.allclose(pa.cpu().double(), pb.cpu().double(), atol=2e-5, rtol=1e-4), name
+    assert graph_hist.column("loss") == pytest.approx(eager_hist.column("loss"), rel=1e-5)
+    assert graph_hist.column("val_acc") == eager_hist.column("val_acc")
+    with pytest.raises(ValueError, match="graphs=True is not allowed with objective _PerModel"):
+        fit(student("mlp-tiny", digits, 0), digits.train, _PerModel(), epochs=1, device="cuda", graphs=True)
+
+
+def test_a_graphed_fit_is_refused_off_a_gpu(digits):
+    with pytest.raises(ValueError, match="graphs=True is not allowed on device 'cpu'"):
+        fit(student("cnn-small", digits, 0), digits.train, objectives.CrossEntropy(), epochs=1, graphs=True)
