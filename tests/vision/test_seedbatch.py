@@ -177,8 +177,19 @@ def test_a_graphed_fit_trains_the_model_the_eager_fit_trains(digits, cache, arch
     (graphed,) = made
     assert (graphed.replays, graphed.eager) == (3 * full - 3, 3 + 3 * (rest > 0))
     (eager_model, eager_hist), (graph_model, graph_hist) = runs[False], runs[True]
+    # A convolution's bias right before batch norm has a zero gradient in exact arithmetic (batch norm subtracts each
+    # channel's mean), so what it gets is rounding noise, which Adam divides by its own size into steps of about lr:
+    # it moves by ~lr a step in both runs, differently, and changes no output (nor does the part of batch norm's
+    # running mean it feeds). Those are compared through the model's outputs; every other tensor to float32 rounding.
+    free = {f"features.{i}.bias" for i in (0, 4)} | {f"features.{i}.running_mean" for i in (1, 5)}
     for (name, pa), pb in zip(eager_model.state_dict().items(), graph_model.state_dict().values()):
+        if arch == "cnn-teacher" and name in free:
+            continue
         assert torch.allclose(pa.cpu().double(), pb.cpu().double(), atol=2e-5, rtol=1e-4), name
+    with torch.no_grad():
+        za, zb = (m(digits.val.x.cuda()).cpu() for m in (eager_model, graph_model))
+    print(f"{arch}, {kind}: largest logit gap {(za - zb).abs().max().item():.2e} (logits up to {za.abs().max():.1f})")
+    assert torch.allclose(za, zb, atol=1e-3, rtol=1e-4)
     assert graph_hist.column("loss") == pytest.approx(eager_hist.column("loss"), rel=1e-5)
     assert graph_hist.column("val_acc") == eager_hist.column("val_acc")
     with pytest.raises(ValueError, match="graphs=True is not allowed with objective _PerModel"):
