@@ -1,8 +1,8 @@
 """One training step captured as a CUDA graph and replayed, so the host launches a step with one call.
 
-A stacked step of the vision lessons' small students is a few dozen tiny kernels, each launched by Python; on a GPU
-the launches, not the arithmetic, are the cost, and a faster GPU on a slower host is slower (README, "where these
-lessons' GPU time goes"). A CUDA graph records the kernels of one step once; replaying it launches them all with one
+A step of the vision lessons' small models (the stacked students of ``seedbatch.fit_seeds``, or one CNN teacher in
+``training.fit``) is a few dozen to a few hundred tiny kernels, each launched by Python; on a GPU the launches, not the
+arithmetic, are the cost, and a faster GPU on a slower host is slower (README, "where these lessons' GPU time goes"). A CUDA graph records the kernels of one step once; replaying it launches them all with one
 call. It computes the same kernels on the same addresses, so a replayed step is the step, provided that
 
 * everything the step reads lives in tensors that keep their address: the batch indices are copied into one static
