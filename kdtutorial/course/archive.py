@@ -114,8 +114,12 @@ SOURCES = {
                                                date="2026-12-02", wall="8 min 18 s", table='METRICS = {"nll_reviews"',
                                                changed="the lesson as it was at commit 813cfbc, on an H200: the "
                                                        "students one after another")}),
-    "09_knn_augmentation": dict(notebook="09_knn_augmentation.ipynb", commit="80dbc54", date="2026-12-02",
-                                wall="5 min 35 s", table="methods = kd.knnaug.knn_methods(P.K"),
+    "09_knn_augmentation": dict(notebook="09_knn_augmentation.ipynb", table="methods = kd.knnaug.knn_methods(P.K",
+                                extras={"earlier": dict(
+                                    notebook="09_knn_augmentation_earlier.ipynb",
+                                    archived_as="09_knn_augmentation.ipynb", commit="80dbc54", date="2026-12-02",
+                                    wall="5 min 35 s", table="methods = kd.knnaug.knn_methods(P.K",
+                                    changed="the lesson as it was at commit 80dbc54, on an H200, archived by hand")}),
     "10_all_methods": dict(notebook="10_all_methods.ipynb", commit="75d47f9", date="2026-12-02", wall="8 min 3 s",
                            table="setting = kd.allmethods.AllSetting("),
 }

@@ -102,38 +102,38 @@ def test_a_lesson_not_archived_yet_shows_its_live_numbers_only(tmp_path, capsys)
 
 
 def test_a_supplementary_run_is_read_beside_the_main_one_and_shown_by_name(tmp_path, monkeypatch, capsys):
-    lesson = "09_knn_augmentation"  # a main run declared by hand, so the notebook alone is enough
+    lesson = "10_all_methods"  # a main run declared by hand, so the notebook alone is enough
     main = dict(archive.SOURCES[lesson])
     shutil.copy(RESULTS / main["notebook"], tmp_path / main["notebook"])
-    shutil.copy(RESULTS / main["notebook"], tmp_path / "09_extra.ipynb")  # stands in for a second run
-    extra = dict(main, notebook="09_extra.ipynb", commit="abc1234", changed="K1S=[4]")
+    shutil.copy(RESULTS / main["notebook"], tmp_path / "10_extra.ipynb")  # stands in for a second run
+    extra = dict(main, notebook="10_extra.ipynb", commit="abc1234", changed="K1=2")
     monkeypatch.setitem(archive.SOURCES, lesson, {**main, "extras": {"choices": extra}})
     record = archive.extract(lesson, tmp_path)
     assert record["table"] == record["extras"]["choices"]["table"]
     assert record["extras"]["choices"]["commit"] == "abc1234"
-    assert record["extras"]["choices"]["changed"] == "K1S=[4]"
+    assert record["extras"]["choices"]["changed"] == "K1=2"
     file = tmp_path / "full_results.json"
     file.write_text(json.dumps({lesson: record}))
     archive.show_full_table(lesson, archive=file, extra="choices")
     out = capsys.readouterr().out
     assert out.startswith("archived supplementary full run (NVIDIA H200, ") and "commit abc1234" in out
-    assert "09_extra.ipynb; the full profile with K1S=[4]:" in out and "±" in out
+    assert "10_extra.ipynb; the full profile with K1=2:" in out and "±" in out
     archive.show_full_table(lesson, archive=file, extra="nothing")
-    assert "no archived supplementary full run 'nothing' of 09_knn_augmentation yet (archived: choices)" in \
+    assert "no archived supplementary full run 'nothing' of 10_all_methods yet (archived: choices)" in \
         capsys.readouterr().out
 
 
 def test_a_main_run_that_changed_parameters_says_so(tmp_path, monkeypatch, capsys):
-    lesson = "09_knn_augmentation"  # declared by hand: the notebook alone is enough
+    lesson = "10_all_methods"  # declared by hand: the notebook alone is enough
     main = {k: v for k, v in archive.SOURCES[lesson].items() if k != "extras"}
     shutil.copy(RESULTS / main["notebook"], tmp_path / main["notebook"])
-    monkeypatch.setitem(archive.SOURCES, lesson, {**main, "changed": "K1S [4]"})
+    monkeypatch.setitem(archive.SOURCES, lesson, {**main, "changed": "K1 2"})
     record = archive.extract(lesson, tmp_path)
-    assert record["changed"] == "K1S [4]"
+    assert record["changed"] == "K1 2"
     file = tmp_path / "full_results.json"
     file.write_text(json.dumps({lesson: record}))
     archive.show_full_table(lesson, archive=file)
-    assert f"results/full/{main['notebook']}; the full profile with K1S [4]:" in capsys.readouterr().out
+    assert f"results/full/{main['notebook']}; the full profile with K1 2:" in capsys.readouterr().out
     monkeypatch.setitem(archive.SOURCES, lesson, main)  # without it: no such words
     file.write_text(json.dumps({lesson: archive.extract(lesson, tmp_path)}))
     archive.show_full_table(lesson, archive=file)
