@@ -2,8 +2,8 @@
 
 With the lesson's MiniLM teacher (0.831 ROC-AUC on QADSM-de) distillation bought C-DSSM nothing (-0.6 AUC points,
 gain kept -10%) and TwinBERT-Tiny +0.6 in the archived full run, against issue bars of half the gain kept and +3
-points; the teacher is only 6.0 and 4.6 points above them. all-mpnet-base-v2 (12 layers, 768 wide) is the course's largest offline encoder. Here
-each encoder in ``--teachers`` is fine-tuned as the lesson's step (b) (``kd.crossencoder.fine_tune_cross_encoder``,
+points; the teacher is only 6.0 and 4.6 points above them. all-mpnet-base-v2 (12 layers, 768 wide) is the course's
+largest offline encoder. Here each encoder in ``--teachers`` is fine-tuned as the lesson's step (b) (``kd.crossencoder.fine_tune_cross_encoder``,
 its plain published encoder, one seed: the recipe's one teacher), scores the same million transfer pairs and the
 labelled pairs, and every student of ``--students`` is trained by the lesson's jobs
 (``kd.studentruns.run_two_towers``, the full profile's rates, epochs and batches) on the labels alone and distilled

@@ -19,7 +19,6 @@ model is refused; the lessons' students (``mlp-*``) have neither.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import torch
@@ -27,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdtutorial.vision.objectivestack import stack_objectives
-from kdtutorial.vision.stepgraph import GraphedStep
+from kdtutorial.vision.stepgraph import GraphedStep, check_graph_device, step_autocast
 from kdtutorial.vision.training import History, epoch_order
 
 __all__ = ["fit_seeds", "check_batchable"]
@@ -72,8 +71,8 @@ def fit_seeds(models, train_set, objectives, *, seeds, epochs: int, lr: float = 
     if len(shapes) != 1:
         raise ValueError("fit_seeds stacks models of one architecture: these models' parameters differ in name or shape")
     device = torch.device(device)
-    if graphs and device.type != "cuda":
-        raise ValueError(f"graphs=True is not allowed on device {device.type!r}: CUDA graphs need a CUDA device")
+    if graphs:
+        check_graph_device(device)
     for model in models:
         model.to(device).train()
     params, buffers = torch.func.stack_module_state(models)  # each [K, ...]; the parameters are new leaf tensors
@@ -97,9 +96,7 @@ def fit_seeds(models, train_set, objectives, *, seeds, epochs: int, lr: float = 
     totals = torch.zeros(len(models), dtype=torch.float64, device=device)  # each epoch's loss sums, one per model
 
     def step(idx):  # one step on the models' [K, B] batch indices; nothing is read back to the host
-        # a graph must not keep autocast's cast-weight cache (it would hold tensors of the capture's step)
-        with (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graphs) if use_amp
-              else contextlib.nullcontext()):
+        with step_autocast(use_amp, graphs):
             logits = forward(params, buffers, x[idx])
         losses = stack(logits.float(), y[idx], idx)
         losses.sum().backward()

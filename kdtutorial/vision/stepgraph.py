@@ -21,9 +21,26 @@ batch) runs eagerly: its gradients are fresh tensors, and the graph keeps readin
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
-__all__ = ["GraphedStep"]
+__all__ = ["GraphedStep", "check_graph_device", "step_autocast"]
+
+
+def check_graph_device(device) -> None:
+    """``ValueError`` naming ``graphs`` unless ``device`` is a CUDA device (a loop asked for ``graphs=True``)."""
+    kind = torch.device(device).type
+    if kind != "cuda":
+        raise ValueError(f"graphs=True is not allowed on device {kind!r}: CUDA graphs need a CUDA device")
+
+
+def step_autocast(amp: bool, graphs: bool):
+    """The context a training step's forward pass runs in: bf16 autocast when ``amp`` (on CUDA), else none. Under
+    ``graphs`` autocast keeps no cast-weight cache: the graph would hold the capture step's cast copies."""
+    if not amp:
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graphs)
 
 
 class GraphedStep:

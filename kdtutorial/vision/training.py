@@ -13,7 +13,6 @@ and refuses to serve a different data set.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from dataclasses import dataclass, field
 
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 from kdtutorial.common.statistics import accuracy
+from kdtutorial.vision.stepgraph import GraphedStep, check_graph_device, step_autocast
 
 __all__ = ["History", "TeacherCache", "fingerprint", "predict_logits", "accuracy", "evaluate", "fit", "batches",
            "epoch_order"]
@@ -139,8 +139,8 @@ def fit(
     rounding only. An objective without a grouped form is refused, naming the parameter.
     """
     device = torch.device(device)
-    if graphs and device.type != "cuda":
-        raise ValueError(f"graphs=True is not allowed on device {device.type!r}: CUDA graphs need a CUDA device")
+    if graphs:
+        check_graph_device(device)
     model.to(device).train()
     x, y = train_set.x.to(device), train_set.y.to(device)
     # fused Adam: one kernel per step on a GPU (same maths as the default implementation)
@@ -154,9 +154,7 @@ def fit(
     loss_of = _graphable_objective(objective, model, x, device) if graphs else None
 
     def step(idx, idx_dev):  # forward, loss, backward, Adam; nothing is read back to the host
-        # a graph must not keep autocast's cast-weight cache (it would hold tensors of the capture's step)
-        with (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graphs) if use_amp
-              else contextlib.nullcontext()):
+        with step_autocast(use_amp, graphs):
             logits = model(x[idx_dev])
         if loss_of is None:
             loss = objective(logits.float(), y[idx_dev], idx)
@@ -169,11 +167,7 @@ def fit(
     def zero_grad():
         optimiser.zero_grad(set_to_none=True)
 
-    graphed = None
-    if graphs:
-        from kdtutorial.vision.stepgraph import GraphedStep
-
-        graphed = GraphedStep(lambda idx_dev: step(None, idx_dev), zero_grad)
+    graphed = GraphedStep(lambda idx_dev: step(None, idx_dev), zero_grad) if graphs else None
     history = History()
     own_bar = progress is None
     bar = tqdm(total=epochs, desc="epochs", leave=False) if own_bar else progress

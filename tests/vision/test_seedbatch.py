@@ -149,7 +149,7 @@ def test_a_graphed_fit_trains_the_model_the_eager_fit_trains(digits, cache, arch
     epoch losses and validation accuracies as the eager fit to float32 rounding, so the captured step draws the same
     dropout masks and updates batch norm in place. Runs on a GPU only."""
     from kdtutorial.common.schedules import AnnealingSchedule
-    from kdtutorial.vision import stepgraph
+    from kdtutorial.vision import stepgraph, training
 
     def objective():
         if kind == "cross-entropy":
@@ -161,11 +161,11 @@ def test_a_graphed_fit_trains_the_model_the_eager_fit_trains(digits, cache, arch
 
     made, original = [], stepgraph.GraphedStep
 
-    def counted(*args, **kwargs):  # the GraphedStep fit makes (it imports it from stepgraph when called)
+    def counted(*args, **kwargs):  # the GraphedStep fit makes, kept to read its counters
         made.append(original(*args, **kwargs))
         return made[-1]
 
-    monkeypatch.setattr(stepgraph, "GraphedStep", counted)
+    monkeypatch.setattr(training, "GraphedStep", counted)
     runs = {}
     for graphs in (False, True):
         model = student(arch, digits, 7)
