@@ -5,7 +5,7 @@ batch 64, 860 steps) trained three ways, each after an untimed warm-up epoch:
 * ``training.fit`` now (the epoch's loss summed on the device: no wait per step), eagerly and, on a GPU, each step
   replayed from a CUDA graph (``graphs=True``);
 * ``seedbatch.fit_seeds`` with K seeds in one stacked pass per step (per seed: the time divided by K), each step
-  launched eagerly and, on a GPU, replayed from a CUDA graph (``graphs=True``, :mod:`kdtutorial.vision.stepgraph`);
+  launched eagerly and, on a GPU, replayed from a CUDA graph (``graphs=True``, :mod:`kdtutorial.common.stepgraph`);
 * with ``--cnn``: one epoch of the CNN teacher (which has dropout and batch norm, so it is trained one seed at a
   time) with cuDNN's default algorithms, with ``cudnn.benchmark``, with bf16 autocast and from a CUDA graph, and its
   forward and backward pass on one batch alone;

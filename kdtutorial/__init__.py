@@ -6,7 +6,7 @@ The package has one folder per part of the course; parts depend one way only
 * ``common``   what every lesson uses: KD losses, temperature schedules, statistics over seeds, seeding and
                devices, verified downloads, seeded stratified splits, parameter counts, the shared text corpora,
                seeded label noise, the process pool that runs independent jobs side by side and the models that
-               travel to it as parts
+               travel to it as parts, a training step replayed from a CUDA graph
 * ``vision``   lessons 01, 02, 04: digits / Fashion-MNIST, MLP and CNN models, the vision training loop,
                objectives binding the losses to cached teacher outputs, multi-seed experiments
 * ``text``     lessons 03, 05, 07, 09, 10: model resolution, tokenised batches, the text training loop (``optim``),
@@ -36,8 +36,8 @@ PARTS = ("common", "vision", "text", "ranking", "lm", "course")
 #: module name -> its part (``kd.losses`` is ``kdtutorial.common.losses``)
 MODULES = {
     **dict.fromkeys(("losses", "schedules", "statistics", "environment", "downloads", "splits", "modules", "checks",
-                     "corpora", "labelnoise", "workerpool", "processes"), "common"),
-    **dict.fromkeys(("data", "models", "training", "seedbatch", "stepgraph", "seedprocesses", "objectives",
+                     "corpora", "labelnoise", "workerpool", "processes", "stepgraph"), "common"),
+    **dict.fromkeys(("data", "models", "training", "seedbatch", "seedprocesses", "objectives",
                      "objectivestack", "experiments"),
                     "vision"),
     **dict.fromkeys(("hub", "tokens", "optim", "students", "distilbert", "pretraining", "finetuning", "matekd", "sst2",

@@ -2,5 +2,5 @@
 (``models``), the vision training loop and the teacher-output cache (``training``), the losses bound to
 labels and cached teacher outputs (``objectives``), several models trained in one stacked pass (``seedbatch``) with
 their objectives computed together (``objectivestack``) and, on a GPU, each step replayed from a CUDA graph
-(``stepgraph``), recipes over several seeds (``experiments``).
+(``common.stepgraph``), recipes over several seeds (``experiments``).
 Depends on ``common`` only."""

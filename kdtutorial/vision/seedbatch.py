@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdtutorial.vision.objectivestack import stack_objectives
-from kdtutorial.vision.stepgraph import GraphedStep, check_graph_device, step_autocast
+from kdtutorial.common.stepgraph import GraphedStep, check_graph_device, step_autocast
 from kdtutorial.vision.training import History, epoch_order
 
 __all__ = ["fit_seeds", "check_batchable"]
@@ -59,7 +59,7 @@ def fit_seeds(models, train_set, objectives, *, seeds, epochs: int, lr: float = 
     makes) go to the device once, the objectives of all models are computed together
     (:func:`~kdtutorial.vision.objectivestack.stack_objectives`), and the epoch's losses are summed on the device.
     ``graphs=True`` (CUDA only, every objective grouped) replays each full-size step from a CUDA graph
-    (:class:`~kdtutorial.vision.stepgraph.GraphedStep`; Adam then keeps its step count on the device, which moves the
+    (:class:`~kdtutorial.common.stepgraph.GraphedStep`; Adam then keeps its step count on the device, which moves the
     weights by float32 rounding only)."""
     models, objectives, seeds = list(models), list(objectives), [int(s) for s in seeds]
     if not models or not len(models) == len(objectives) == len(seeds):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 from kdtutorial.common.statistics import accuracy
-from kdtutorial.vision.stepgraph import GraphedStep, check_graph_device, step_autocast
+from kdtutorial.common.stepgraph import GraphedStep, check_graph_device, step_autocast
 
 __all__ = ["History", "TeacherCache", "fingerprint", "predict_logits", "accuracy", "evaluate", "fit", "batches",
            "epoch_order"]
@@ -131,7 +131,7 @@ def fit(
     ``on_epoch_start(epoch)``: an optional hook (e.g. a temperature schedule stepping forward).
 
     ``graphs=True`` (CUDA only) replays each full-size step from a CUDA graph
-    (:class:`~kdtutorial.vision.stepgraph.GraphedStep`), for models the stacked path refuses (dropout, batch norm):
+    (:class:`~kdtutorial.common.stepgraph.GraphedStep`), for models the stacked path refuses (dropout, batch norm):
     a captured step draws its dropout masks from the same generator and updates batch norm's running statistics in
     place, as the eager step does. The objective is then computed in its grouped form
     (:func:`~kdtutorial.vision.objectivestack.stack_objectives` with one model: the same formula, the teacher cache on

@@ -85,7 +85,7 @@ def test_the_epoch_loss_is_the_sum_of_the_step_losses_the_host_would_add(digits)
 
 def test_graphs_are_refused_where_they_cannot_run(digits):
     """CUDA graphs need a CUDA device (and, on one, objectives that read no host indices: tested on a GPU below)."""
-    from kdtutorial.vision.stepgraph import GraphedStep
+    from kdtutorial.common.stepgraph import GraphedStep
 
     with pytest.raises(ValueError, match="graphs=True is not allowed on device 'cpu'"):
         fit_seeds([student("mlp-tiny", digits, 0)], digits.train, [objectives.CrossEntropy()], seeds=[0], epochs=1,
@@ -108,7 +108,8 @@ def test_a_graphed_step_trains_the_models_the_eager_step_trains(digits, cache, k
     """graphs=True: the same weights, epoch losses and validation accuracies as the eager stacked path, up to
     float32 rounding (capturable Adam computes its bias corrections on the device), with every full-size step after
     the warm-up replayed from the graph. Runs on a GPU only."""
-    from kdtutorial.vision import seedbatch, stepgraph
+    from kdtutorial.common import stepgraph
+    from kdtutorial.vision import seedbatch
 
     if kind == "cross-entropy":
         objs = [objectives.CrossEntropy() for _ in SEEDS]
@@ -149,7 +150,8 @@ def test_a_graphed_fit_trains_the_model_the_eager_fit_trains(digits, cache, arch
     epoch losses and validation accuracies as the eager fit to float32 rounding, so the captured step draws the same
     dropout masks and updates batch norm in place. Runs on a GPU only."""
     from kdtutorial.common.schedules import AnnealingSchedule
-    from kdtutorial.vision import stepgraph, training
+    from kdtutorial.common import stepgraph
+    from kdtutorial.vision import training
 
     def objective():
         if kind == "cross-entropy":

@@ -1,13 +1,16 @@
 """One training step captured as a CUDA graph and replayed, so the host launches a step with one call.
 
 A step of the vision lessons' small models (the stacked students of ``seedbatch.fit_seeds``, or one CNN teacher in
-``training.fit``) is a few dozen to a few hundred tiny kernels, each launched by Python; on a GPU the launches, not the
-arithmetic, are the cost, and a faster GPU on a slower host is slower (README, "where these lessons' GPU time goes"). A CUDA graph records the kernels of one step once; replaying it launches them all with one
-call. It computes the same kernels on the same addresses, so a replayed step is the step, provided that
+``training.fit``) is a few dozen to a few hundred tiny kernels, a small BERT student's step (``text.optim.train_steps``)
+about a thousand, each launched by Python; on a GPU the launches, not the arithmetic, are the cost, and a faster GPU on
+a slower host is slower (README, "where these lessons' GPU time goes"). A CUDA graph records the kernels of one step
+once; replaying it launches them all with one call. It computes the same kernels on the same addresses, so a replayed
+step is the step, provided that
 
-* everything the step reads lives in tensors that keep their address: the batch indices are copied into one static
-  tensor before each replay, and every other input (data, labels, teacher logits, hyper-parameters, Annealing KD's
-  ``phi``) is a device tensor updated in place if at all;
+* everything the step reads lives in tensors that keep their address: the batch's tensors (its indices; in the text
+  loop also its token ids and masks, padded to one width) are copied into static tensors before each replay, and every
+  other input (data, labels, teacher logits, hyper-parameters such as the learning rate or Annealing KD's ``phi``) is a
+  device tensor updated in place if at all;
 * the step never reads a value back to the host (no ``.item()``, no host indices): the objectives of
   :mod:`~kdtutorial.vision.objectivestack` qualify, a per-model objective called on host indices does not;
 * the optimiser keeps its step count on the device (``torch.optim.Adam(..., capturable=True)``; its bias corrections
@@ -44,11 +47,14 @@ def step_autocast(amp: bool, graphs: bool):
 
 
 class GraphedStep:
-    """``step(idx)`` (one training step on the ``idx`` batch: forward, loss, backward, optimiser step, nothing read
-    back to the host) run as a CUDA graph after ``warmup`` eager calls; ``zero_grad()`` sets the gradients to None.
+    """``step(*tensors)`` (one training step on the batch the tensors name or hold: forward, loss, backward, optimiser
+    step, nothing read back to the host) run as a CUDA graph after ``warmup`` eager calls; ``zero_grad()`` sets the
+    gradients to None.
 
-    Call it once per step with the step's index tensor (on the GPU). Counters: ``eager`` (warm-up and odd-shaped
-    steps), ``replays`` (steps run from the graph, the captured one included).
+    Call it once per step with the step's tensors on the GPU: the vision loops pass one, the batch's index tensor; the
+    text loop passes the row indices and the padded token tensors. Before a replay each is copied into the tensor the
+    graph reads (same shapes required; a call with other shapes runs eagerly). Counters: ``eager`` (warm-up and
+    odd-shaped steps), ``replays`` (steps run from the graph, the captured one included).
     """
 
     def __init__(self, step, zero_grad, *, warmup: int = 3):
@@ -61,27 +67,34 @@ class GraphedStep:
         self.graph, self.static = None, None
         self.eager, self.replays = 0, 0
 
-    def __call__(self, idx: torch.Tensor) -> None:
-        if self.graph is not None and idx.shape == self.static.shape:
-            self.static.copy_(idx)
+    def _fits(self, tensors) -> bool:
+        return len(tensors) == len(self.static) and all(
+            t.shape == s.shape and t.dtype == s.dtype for t, s in zip(tensors, self.static))
+
+    def __call__(self, *tensors: torch.Tensor) -> None:
+        if not tensors:
+            raise ValueError("GraphedStep needs at least one tensor per step (e.g. the batch's indices)")
+        if self.graph is not None and self._fits(tensors):
+            for s, t in zip(self.static, tensors):
+                s.copy_(t)
             self.graph.replay()
             self.replays += 1
         elif self.graph is not None:  # another shape after the capture: an ordinary step
             self.zero_grad()
-            self.step(idx)
+            self.step(*tensors)
             self.eager += 1
         elif self.eager < self.warmup:  # warm-up: real steps, on the stream the capture will use
             self.stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(self.stream):
                 self.zero_grad()
-                self.step(idx)
+                self.step(*tensors)
             torch.cuda.current_stream().wait_stream(self.stream)
             self.eager += 1
         else:  # capture this step, then run it: a capture only records
-            self.static = idx.clone()
+            self.static = tuple(t.clone() for t in tensors)
             self.zero_grad()
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph, stream=self.stream):
-                self.step(self.static)
+                self.step(*self.static)
             self.graph.replay()
             self.replays += 1
