@@ -325,7 +325,8 @@ class ClsScorer(nn.Module):
 def fine_tune_cross_encoder(model: nn.Module, text: TokenizedText, labels, *, epochs: int = 2, lr: float = 5e-5,
                             batch_size: int = 32, warmup: float = 0.1, weight_decay: float = 0.01, seed: int = 0,
                             device="cpu", amp: bool = False, max_steps: int | None = None,
-                            freeze_embeddings: bool = False, progress: bool = True, accelerator=None) -> list:
+                            freeze_embeddings: bool = False, progress: bool = True, accelerator=None,
+                            graphs: bool = False) -> list:
     """Train ``model`` (a :class:`CrossEncoder`) on pairs ``text`` with Good = 1 / Bad = 0 ``labels`` (BCE).
 
     The schedule of :func:`kdtutorial.text.finetuning.fine_tune`: AdamW, linear warm-up over the first ``warmup``
@@ -334,14 +335,21 @@ def fine_tune_cross_encoder(model: nn.Module, text: TokenizedText, labels, *, ep
     :func:`kdtutorial.ranking.relevance.label_bce_loss` on float32 logits. ``freeze_embeddings`` keeps the encoder's
     embedding layer fixed (cheaper steps on a CPU, as in ``finetuning.fine_tune``). Returns every step's loss; the
     model is left in eval mode. ``accelerator``: data-parallel on several GPUs (``optim.train_steps``).
+    ``graphs=True`` (CUDA): steps replayed from a CUDA graph, as ``finetuning.fine_tune`` takes it (batches padded to
+    the longest pair, labels on the device).
     """
     device = torch.device(device)
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.float32)
     if labels.shape != (len(text),):
         raise ValueError(f"labels must have one value per pair, shape ({len(text)},), got {tuple(labels.shape)}")
+    if ((labels < 0) | (labels > 1)).any():
+        raise ValueError("labels must lie in [0, 1] (Good = 1, Bad = 0)")
+    width = None
+    if graphs:
+        labels, width = labels.to(device), int(text.lengths().max(initial=1))
 
     def batches(epoch):
-        for rows, batch in padded_batches(text, batch_size, shuffle=True, seed=seed * 1000 + epoch):
+        for rows, batch in padded_batches(text, batch_size, shuffle=True, seed=seed * 1000 + epoch, width=width):
             yield rows, (batch["input_ids"], batch["attention_mask"])
 
     def loss_of(logits, rows):
@@ -350,7 +358,8 @@ def fine_tune_cross_encoder(model: nn.Module, text: TokenizedText, labels, *, ep
     frozen = model.encoder.embeddings.parameters() if freeze_embeddings else ()
     return train_steps(model, batches, loss_of, n_rows=len(text), epochs=epochs, batch_size=batch_size, lr=lr,
                        weight_decay=weight_decay, warmup=warmup, device=device, amp=amp, max_steps=max_steps,
-                       frozen=frozen, desc="cross-encoder", progress=progress, accelerator=accelerator)
+                       frozen=frozen, desc="cross-encoder", progress=progress, accelerator=accelerator,
+                       graphs=graphs)
 
 
 # ------------------------------------------------------------------------------------------ scoring

@@ -201,10 +201,14 @@ def _frozen_embeddings(student) -> set:
 
 
 def _train(student, q_text, ad_text, loss_of, *, epochs, lr, batch_size, warmup, weight_decay, seed, device, amp,
-           max_steps, freeze_embeddings, progress, desc, widths=None, accelerator=None) -> list:
-    """The loop shared by both stages; ``loss_of(logits, rows)`` is the objective. Schedule as ``finetuning``."""
+           max_steps, freeze_embeddings, progress, desc, widths=None, accelerator=None, graphs=False) -> list:
+    """The loop shared by both stages; ``loss_of(logits, rows)`` is the objective. Schedule as ``finetuning``.
+    ``graphs``: steps replayed from a CUDA graph (``optim.train_steps``), word-piece sides padded to their longest
+    row so that every batch has one shape."""
     _check_aligned(q_text, ad_text)
     q_text, ad_text = _padded(q_text), _padded(ad_text)  # once, not once per epoch
+    if graphs and widths is None and isinstance(q_text, PaddedIds) and isinstance(ad_text, PaddedIds):
+        widths = (q_text.ids.shape[1], ad_text.ids.shape[1])
 
     def batches(epoch):
         for rows, q, ad in pair_batches(q_text, ad_text, batch_size, shuffle=True, seed=seed * 1000 + epoch,
@@ -214,7 +218,7 @@ def _train(student, q_text, ad_text, loss_of, *, epochs, lr, batch_size, warmup,
     frozen = _frozen_embeddings(student) if freeze_embeddings else ()
     return train_steps(student, batches, loss_of, n_rows=len(q_text), epochs=epochs, batch_size=batch_size, lr=lr,
                        weight_decay=weight_decay, warmup=warmup, device=device, amp=amp, max_steps=max_steps,
-                       frozen=frozen, desc=desc, progress=progress, accelerator=accelerator)
+                       frozen=frozen, desc=desc, progress=progress, accelerator=accelerator, graphs=graphs)
 
 
 def _per_pair(values, n: int, name: str) -> torch.Tensor:
@@ -224,11 +228,16 @@ def _per_pair(values, n: int, name: str) -> torch.Tensor:
     return values
 
 
+def _on(values: torch.Tensor, device, graphs: bool) -> torch.Tensor:
+    """Per-pair targets where a graphed step's ``loss_of`` gathers them (the device), else where they are."""
+    return values.to(device) if graphs else values
+
+
 def distil_two_tower(student: nn.Module, q_text, ad_text, teacher_logits, *, kind: str = "mse",
                      temperature: float = 1.0, epochs: int = 1, lr: float = 5e-5, batch_size: int = 64,
                      warmup: float = 0.1, weight_decay: float = 0.01, seed: int = 0, device="cpu", amp: bool = False,
                      max_steps: int | None = None, freeze_embeddings: bool = False, progress: bool = True,
-                     accelerator=None) -> list:
+                     accelerator=None, graphs: bool = False) -> list:
     """Stage 3: the student learns the teacher's logits on the (unlabelled) transfer set.
 
     ``student`` is a ``TwinBERT`` or ``CDSSM`` (anything with ``forward(q_ids, q_mask, ad_ids, ad_mask) -> (B,)``);
@@ -238,23 +247,28 @@ def distil_two_tower(student: nn.Module, q_text, ad_text, teacher_logits, *, kin
     ``finetuning.fine_tune`` (AdamW, warm-up then linear decay, seeded order, bf16 autocast on CUDA when ``amp``);
     ``freeze_embeddings`` keeps a TwinBERT's embedding layer fixed. Returns every step's loss; eval mode after.
     ``accelerator``: data-parallel on several GPUs (``optim.train_steps``, ``kdtutorial.ranking.scaling``).
+    ``graphs=True`` (CUDA): every step after the warm-up replayed from a CUDA graph (``optim.train_steps``; batches
+    padded to one width, the targets on the device); the same training, with other dropout masks.
     """
     teacher = _per_pair(teacher_logits, len(q_text), "teacher_logits")
     relevance_kd_loss(teacher[:1], teacher[:1], kind=kind, temperature=temperature)  # argument errors now, not later
+    teacher = _on(teacher, device, graphs)
 
     def loss_of(logits, rows):
         return relevance_kd_loss(logits, to_device(teacher[rows], logits.device), kind=kind, temperature=temperature)
 
     return _train(student, q_text, ad_text, loss_of, epochs=epochs, lr=lr, batch_size=batch_size, warmup=warmup,
                   weight_decay=weight_decay, seed=seed, device=device, amp=amp, max_steps=max_steps,
-                  freeze_embeddings=freeze_embeddings, progress=progress, desc="distil", accelerator=accelerator)
+                  freeze_embeddings=freeze_embeddings, progress=progress, desc="distil", accelerator=accelerator,
+                  graphs=graphs)
 
 
 def fine_tune_two_tower(student: nn.Module, q_text, ad_text, labels, *, teacher_logits=None, kind: str = "mse",
                         alpha: float = 0.5, temperature: float = 1.0, epochs: int = 2, lr: float = 5e-5,
                         batch_size: int = 32, warmup: float = 0.1, weight_decay: float = 0.01, seed: int = 0,
                         device="cpu", amp: bool = False, max_steps: int | None = None,
-                        freeze_embeddings: bool = False, progress: bool = True, accelerator=None) -> list:
+                        freeze_embeddings: bool = False, progress: bool = True, accelerator=None,
+                        graphs: bool = False) -> list:
     """Stage 4: fine-tune the student on the labelled pairs (Good = 1, Bad = 0).
 
     With ``teacher_logits=None`` the loss is ``relevance.label_bce_loss`` (labels only); with the teacher's
@@ -264,12 +278,14 @@ def fine_tune_two_tower(student: nn.Module, q_text, ad_text, labels, *, teacher_
     y = _per_pair(labels, len(q_text), "labels")
     if ((y < 0) | (y > 1)).any():
         raise ValueError("labels must lie in [0, 1] (Good = 1, Bad = 0)")
+    y = _on(y, device, graphs)
     if teacher_logits is None:
         def loss_of(logits, rows):
             return label_bce_loss(logits, to_device(y[rows], logits.device))
     else:
         teacher = _per_pair(teacher_logits, len(q_text), "teacher_logits")
-        relevance_kd_loss(teacher[:1], teacher[:1], y[:1], kind=kind, alpha=alpha, temperature=temperature)
+        relevance_kd_loss(teacher[:1], teacher[:1], y[:1].cpu(), kind=kind, alpha=alpha, temperature=temperature)
+        teacher = _on(teacher, device, graphs)
 
         def loss_of(logits, rows):
             return relevance_kd_loss(logits, to_device(teacher[rows], logits.device), to_device(y[rows], logits.device),
@@ -278,7 +294,7 @@ def fine_tune_two_tower(student: nn.Module, q_text, ad_text, labels, *, teacher_
     return _train(student, q_text, ad_text, loss_of, epochs=epochs, lr=lr, batch_size=batch_size, warmup=warmup,
                   weight_decay=weight_decay, seed=seed, device=device, amp=amp, max_steps=max_steps,
                   freeze_embeddings=freeze_embeddings, progress=progress, desc="fine-tune two-tower",
-                  accelerator=accelerator)
+                  accelerator=accelerator, graphs=graphs)
 
 
 def training_throughput(student: nn.Module, q_text, ad_text, teacher_logits, *, steps: int = 50,

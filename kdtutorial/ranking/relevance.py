@@ -65,10 +65,14 @@ def score_bce_loss(student_logit: torch.Tensor, teacher_logit: torch.Tensor, tem
 
 
 def label_bce_loss(student_logit: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy with the human labels (Good = 1, Bad = 0), temperature 1, batch mean."""
+    """Binary cross-entropy with the human labels (Good = 1, Bad = 0), temperature 1, batch mean.
+
+    The labels' range is checked on every call except while a CUDA graph is being recorded (the check reads a value
+    back to the host, which a capture forbids; the graphed training loops check their labels once, before)."""
     _check_scores(student_logit, labels, "labels")
     y = labels.detach().to(student_logit.dtype)
-    if ((y < 0) | (y > 1)).any():
+    capturing = y.is_cuda and torch.cuda.is_current_stream_capturing()
+    if not capturing and ((y < 0) | (y > 1)).any():
         raise ValueError("labels must lie in [0, 1] (Good = 1, Bad = 0)")
     return F.binary_cross_entropy_with_logits(student_logit, y, reduction="mean")
 

@@ -54,8 +54,9 @@ class StudentRuns:
     (label-only epochs of students with random weights), ``distil``, ``finetune``. ``batch_size`` / ``distil_batch``:
     labelled pairs / transfer pairs per step. ``kd_loss``, ``temperature``, ``alpha``: the KD term
     (:func:`~kdtutorial.ranking.relevance.relevance_kd_loss`). ``freeze_embeddings``: the lesson's setting (students
-    with random weights always learn theirs). ``options``: ``device`` and ``amp``. ``keep``: ``(kind, seed, how)``
-    jobs whose trained student comes back.
+    with random weights always learn theirs). ``options``: ``device``, ``amp`` and ``graphs`` (training steps
+    replayed from a CUDA graph: ``optim.train_steps``). ``keep``: ``(kind, seed, how)`` jobs whose trained student
+    comes back.
     """
 
     pretrained: nn.Module
@@ -90,6 +91,11 @@ def _device(runs: StudentRuns) -> dict:
     return dict(device=runs.options.get("device", "cpu"), amp=runs.options.get("amp", False))
 
 
+def _training(runs: StudentRuns) -> dict:
+    """What every training call of a job takes: :func:`_device`'s and ``graphs`` (steps replayed from a CUDA graph)."""
+    return dict(_device(runs), graphs=runs.options.get("graphs", False))
+
+
 def train_label_only(runs: StudentRuns, model: nn.Module, kind: str, seed: int) -> nn.Module:
     """``model`` (a fresh student of ``kind``) trained on the labelled pairs alone (binary cross-entropy):
     ``epochs["labels"]`` epochs, ``epochs["scratch"]`` for a student with random weights."""
@@ -98,7 +104,7 @@ def train_label_only(runs: StudentRuns, model: nn.Module, kind: str, seed: int) 
     fine_tune_two_tower(model, *student_sides(runs, kind, "train"), runs.labels, epochs=epochs,
                         lr=k.rates(**runs.rates)["labels"], batch_size=runs.batch_size, seed=seed,
                         freeze_embeddings=k.freezes_embeddings(runs.freeze_embeddings), progress=False,
-                        **_device(runs))
+                        **_training(runs))
     return model
 
 
@@ -117,11 +123,12 @@ def train_distilled(runs: StudentRuns, model: nn.Module, kind: str, seed: int, *
     lr, frozen, device = k.rates(**runs.rates), k.freezes_embeddings(runs.freeze_embeddings), _device(runs)
     distil_two_tower(model, *student_sides(runs, kind, "transfer"), on_transfer, kind=loss, temperature=temperature,
                      epochs=runs.epochs["distil"], lr=lr["distil"], batch_size=runs.distil_batch, seed=seed,
-                     freeze_embeddings=frozen, progress=False, **device)
+                     freeze_embeddings=frozen, progress=False, **_training(runs))
     after_distillation = score_two_tower(model, *student_sides(runs, kind, "test"), **device)
     fine_tune_two_tower(model, *student_sides(runs, kind, "train"), runs.labels, teacher_logits=on_train, kind=loss,
                         alpha=runs.alpha, temperature=temperature, epochs=runs.epochs["finetune"], lr=lr["finetune"],
-                        batch_size=runs.batch_size, seed=seed, freeze_embeddings=frozen, progress=False, **device)
+                        batch_size=runs.batch_size, seed=seed, freeze_embeddings=frozen, progress=False,
+                        **_training(runs))
     return model, after_distillation
 
 

@@ -60,7 +60,7 @@ class SentenceClassifier(nn.Module):
 def fine_tune(model: nn.Module, text, labels, *, epochs: int = 2, lr: float = 5e-5, batch_size: int = 32,
               warmup: float = 0.1, weight_decay: float = 0.01, seed: int = 0, device="cpu", amp: bool = False,
               max_steps: int | None = None, freeze_embeddings: bool = False, progress: bool = True,
-              after_step=None) -> list:
+              after_step=None, graphs: bool = False) -> list:
     """Train ``model`` (a :class:`SentenceClassifier`) on ``text`` / ``labels`` with cross-entropy.
 
     ``freeze_embeddings=True`` keeps the encoder's embedding layer fixed: on a small model such as MiniLM the
@@ -71,11 +71,18 @@ def fine_tune(model: nn.Module, text, labels, *, epochs: int = 2, lr: float = 5e
     BERT fine-tuning recipe. The batch order is seeded with ``seed`` (the model's random head and dropout
     follow torch's global seed: call ``seed_everything`` first). Returns the loss of every step. ``after_step``:
     as in :func:`~kdtutorial.text.optim.train_steps` (e.g. to keep checkpoints of a teacher).
+
+    ``graphs=True`` (CUDA): every step after a few warm-up steps is replayed from a CUDA graph
+    (``optim.train_steps``); the batches are then all padded to the longest sentence of ``text`` and the labels
+    live on the device. The same training, with other dropout masks.
     """
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    width = None
+    if graphs:
+        labels, width = labels.to(device), int(text.lengths().max(initial=1))
 
     def batches(epoch):
-        for rows, batch in padded_batches(text, batch_size, shuffle=True, seed=seed * 1000 + epoch):
+        for rows, batch in padded_batches(text, batch_size, shuffle=True, seed=seed * 1000 + epoch, width=width):
             yield rows, (batch["input_ids"], batch["attention_mask"])
 
     def loss_of(logits, rows):
@@ -84,7 +91,7 @@ def fine_tune(model: nn.Module, text, labels, *, epochs: int = 2, lr: float = 5e
     frozen = model.encoder.embeddings.parameters() if freeze_embeddings else ()
     return train_steps(model, batches, loss_of, n_rows=len(text), epochs=epochs, batch_size=batch_size, lr=lr,
                        weight_decay=weight_decay, warmup=warmup, device=device, amp=amp, max_steps=max_steps,
-                       frozen=frozen, desc="fine-tune", progress=progress, after_step=after_step)
+                       frozen=frozen, desc="fine-tune", progress=progress, after_step=after_step, graphs=graphs)
 
 
 @torch.no_grad()

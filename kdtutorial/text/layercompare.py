@@ -150,19 +150,23 @@ class Setting:
     freeze_embeddings: bool = False
     device: str = "cpu"
     amp: bool = False
+    #: students' steps replayed from a CUDA graph (``layerdistil.distil_with_layers``), the teacher cache then unused;
+    #: TinyBERT's students train eagerly (its loss averages over padding, which a graph's one width would change)
+    graphs: bool = False
 
 
 def fine_tune_teacher(pretrained_encoder, task: Task, *, sentences: int, epochs: int, lr: float, batch_size: int,
-                      seed: int, device="cpu", amp: bool = False, freeze_embeddings: bool = False):
+                      seed: int, device="cpu", amp: bool = False, freeze_embeddings: bool = False,
+                      graphs: bool = False):
     """The teacher: the whole pretrained encoder with a new head, fine-tuned on the first ``sentences`` training
-    rows; returns ``(teacher, {"select": metrics, "dev": metrics})``."""
+    rows; returns ``(teacher, {"select": metrics, "dev": metrics})``. ``graphs``: as ``finetuning.fine_tune``."""
     import copy
 
     seed_everything(seed)
     teacher = SentenceClassifier(copy.deepcopy(pretrained_encoder), n_classes=int(task.train_labels.max()) + 1)
     text, labels = task.first(sentences)
     fine_tune(teacher, text, labels, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device, amp=amp,
-              freeze_embeddings=freeze_embeddings, progress=False)
+              freeze_embeddings=freeze_embeddings, progress=False, graphs=graphs)
     scores = {w: task.score(teacher, w, device=device, amp=amp) for w in ("select", "dev")}
     teacher.eval()
     release_memory()
@@ -192,12 +196,14 @@ def train_and_score(teacher, pretrained_encoder, task: Task, layers: int, method
                         state={k: v.detach().to("cpu", copy=True) for k, v in student.state_dict().items()})
 
     text, labels = task.first(s.sentences)
+    graphs = s.graphs and term != "tinybert"
     reset_peak_memory(s.device)
     start = time.perf_counter()
     losses, distiller = distil_with_layers(
         teacher, student, text, labels, term=term, lmap=lmap, T=s.T, alpha=s.alpha, beta=s.betas.get(term, 0.0),
         epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, seed=seed, device=s.device, amp=s.amp,
-        freeze_embeddings=s.freeze_embeddings, after_epoch=keep_best, cache=cache, progress=False)
+        freeze_embeddings=s.freeze_embeddings, after_epoch=keep_best, cache=None if graphs else cache,
+        progress=False, graphs=graphs)
     seconds, peak = time.perf_counter() - start, peak_memory_mib(s.device)
     student.load_state_dict(best["state"])
     dev = task.score(student, "dev", device=s.device, amp=s.amp)

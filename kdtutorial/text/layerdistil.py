@@ -172,20 +172,36 @@ def distil_with_layers(teacher, student, text, labels, *, term: str, lmap: Layer
                        alpha: float = 0.5, beta: float = 1.0, epochs: int = 1, lr: float = 5e-5, batch_size: int = 32,
                        seed: int = 0, device="cpu", amp: bool = False, max_steps: int | None = None,
                        freeze_embeddings: bool = False, after_epoch=None, cache: TeacherBatchCache | None = None,
-                       progress: bool = True, after_step=None):
+                       progress: bool = True, after_step=None, graphs: bool = False):
     """Train ``student`` (a :class:`~kdtutorial.text.finetuning.SentenceClassifier`) on ``text`` / ``labels`` by
     ``term`` (see the module docstring; ``none``: cross-entropy only, whatever ``alpha`` and ``beta``). Returns
     ``(losses per step, the LayerDistiller)``; the student is trained in place. ``freeze_embeddings`` keeps the
-    student's embedding layer fixed (a cheaper CPU step); ``after_epoch`` and ``after_step`` as in ``train_steps``; ``cache`` reuses
-    the teacher's outputs of batches seen before (:class:`TeacherBatchCache`)."""
+    student's embedding layer fixed (a cheaper CPU step); ``after_epoch`` and ``after_step`` as in ``train_steps``;
+    ``cache`` reuses the teacher's outputs of batches seen before (:class:`TeacherBatchCache`).
+
+    ``graphs=True`` (CUDA): every step after the warm-up, the teacher's forward pass included, is replayed from a
+    CUDA graph (``optim.train_steps``; batches padded to the longest sentence of ``text``, labels on the device).
+    A replayed step cannot look batches up in a cache, so ``cache`` must then be None: the teacher runs every step,
+    which costs the graph little. Not for ``term="tinybert"``: its terms average over every position, padding
+    included, so padding to one width would change the loss."""
+    if graphs and cache is not None:
+        raise ValueError("cache is not allowed with graphs=True: a replayed step runs the teacher itself")
+    if graphs and term == "tinybert":
+        raise ValueError("graphs=True is not allowed with term='tinybert': its MSEs average over padded positions, "
+                         "so the one width a graph needs would change the loss")
     distiller = LayerDistiller(teacher, student, term, lmap, cache)
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    width = None
+    if graphs:
+        labels, width = labels.to(device), int(text.lengths().max(initial=1))
 
     def batches(epoch):
-        for rows, batch in padded_batches(text, batch_size, shuffle=True, seed=seed * 1000 + epoch):
+        for rows, batch in padded_batches(text, batch_size, shuffle=True, seed=seed * 1000 + epoch, width=width):
             ids, mask = batch["input_ids"], batch["attention_mask"]
-            # the cache's key from the host copy: a key from the device copy would make every step wait for the GPU
-            yield rows, (ids, mask, None if cache is None else TeacherBatchCache.key(ids, mask))
+            if cache is None:
+                yield rows, (ids, mask)
+            else:  # the cache's key from the host copy: one from the device copy would make every step wait
+                yield rows, (ids, mask, TeacherBatchCache.key(ids, mask))
 
     def loss_of(logits, rows):
         return layer_objective(logits, to_device(labels[rows], logits.device), distiller, T=T, alpha=alpha, beta=beta)
@@ -194,7 +210,7 @@ def distil_with_layers(teacher, student, text, labels, *, term: str, lmap: Layer
     losses = train_steps(distiller, batches, loss_of, n_rows=len(text), epochs=epochs, batch_size=batch_size, lr=lr,
                          weight_decay=0.01, warmup=0.1, device=device, amp=amp, max_steps=max_steps,
                          frozen=frozen, desc=f"distil ({term})", progress=progress, after_epoch=after_epoch,
-                         after_step=after_step)
+                         after_step=after_step, graphs=graphs)
     for p in teacher.parameters():  # train_steps gives frozen parameters their requires_grad back (the teacher's not)
         p.requires_grad_(False)
     return losses, distiller

@@ -9,10 +9,11 @@ maximisation and a minimisation step, each step updating one model only).
 """
 from __future__ import annotations
 
-import contextlib
 
 import torch
 from tqdm.auto import tqdm
+
+from kdtutorial.common.stepgraph import GraphedStep, check_graph_device, step_autocast
 
 __all__ = ["optimiser_kernels", "adamw_with_warmup", "planned_steps", "to_device", "train_steps"]
 
@@ -29,10 +30,19 @@ def optimiser_kernels(device) -> dict:
     return {"foreach": False}
 
 
-def adamw_with_warmup(params, *, lr: float, weight_decay: float, warmup: float, steps: int, device):
+def adamw_with_warmup(params, *, lr: float, weight_decay: float, warmup: float, steps: int, device,
+                      capturable: bool = False):
     """``(optimiser, schedule)``: AdamW whose rate rises linearly over the first ``warmup`` share of ``steps``,
-    then falls linearly to 0 at ``steps``. Call ``schedule.step()`` after every ``optimiser.step()``."""
-    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **optimiser_kernels(device))
+    then falls linearly to 0 at ``steps``. Call ``schedule.step()`` after every ``optimiser.step()``.
+
+    ``capturable=True`` (CUDA): an optimiser a CUDA graph can record: its step count and its learning rate live in
+    device tensors (the schedule writes the rate in place, so a replayed step reads the current one), and its bias
+    corrections are computed on the device."""
+    kernels = optimiser_kernels(device)
+    if capturable:
+        check_graph_device(device)
+        lr, kernels = torch.tensor(float(lr), device=device), {**kernels, "capturable": True}
+    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **kernels)
     warm = max(1, int(warmup * steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: min((step + 1) / warm, max(0.0, (steps - step) / max(1, steps - warm))))
@@ -65,7 +75,7 @@ def to_device(t: torch.Tensor, device) -> torch.Tensor:
 def train_steps(model, batches, loss_of, *, n_rows: int, epochs: int, batch_size: int, lr: float,
                 weight_decay: float, warmup: float, device, amp: bool = False, max_steps: int | None = None,
                 frozen=(), desc: str = "train", progress: bool = True, accelerator=None, after_epoch=None,
-                after_step=None) -> list:
+                after_step=None, graphs: bool = False) -> list:
     """Train ``model`` and return the loss of every step; the model is left in eval mode.
 
     The loop never waits for the GPU: inputs go through :func:`to_device`, and the losses stay on the device until
@@ -86,7 +96,19 @@ def train_steps(model, batches, loss_of, *, n_rows: int, epochs: int, batch_size
     every process takes as many), gradients are averaged across processes, and one optimiser step covers ``N``
     batches, so the schedule has about ``N`` times fewer steps. Each process returns its own losses. With one
     process this is the same training as without an accelerator.
+
+    ``graphs=True`` (a CUDA device, no ``accelerator``): the step (forward, loss, backward, AdamW) is recorded once as
+    a CUDA graph and replayed (:class:`~kdtutorial.common.stepgraph.GraphedStep`), so the host launches a step's
+    thousand-odd kernels with one call. The step stays the same computation, under three conditions the callers meet:
+    every batch's ``inputs`` are tensors of the same shapes (padded to one width; a shorter last batch runs eagerly),
+    ``loss_of`` gets ``rows`` as a device tensor of row indices and indexes only device tensors with it, and it reads
+    nothing back to the host. AdamW is then capturable (:func:`adamw_with_warmup`). Dropout draws other masks than
+    the eager loop (the graph's random stream), as another seed would.
     """
+    if graphs:
+        check_graph_device(device if accelerator is None else accelerator.device)
+        if accelerator is not None:
+            raise ValueError("graphs=True is not allowed with an accelerator: the step would hold collective calls")
     world, rank = (1, 0) if accelerator is None else (accelerator.num_processes, accelerator.process_index)
     device = torch.device(device) if accelerator is None else accelerator.device
     model.to(device).train()
@@ -101,10 +123,29 @@ def train_steps(model, batches, loss_of, *, n_rows: int, epochs: int, batch_size
         p.requires_grad_(False)
     trainable = [p for p in model.parameters() if p not in frozen]
     optimiser, schedule = adamw_with_warmup(trainable, lr=lr, weight_decay=weight_decay, warmup=warmup, steps=steps,
-                                            device=device)
+                                            device=device, capturable=graphs)
     net = model if accelerator is None else accelerator.prepare(model)  # DistributedDataParallel when N > 1
     backward = (lambda loss: loss.backward()) if accelerator is None else accelerator.backward
-    cast = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else contextlib.nullcontext()
+    cast = step_autocast(amp and device.type == "cuda", graphs)
+    last = {}
+    # a graphed step writes its loss into this tensor, made before the capture (read back after each replay)
+    loss_out = torch.zeros((), device=device) if graphs else None
+
+    def step(rows, *inputs):  # one update; its loss stays on the device
+        with cast:
+            logits = net(*inputs)
+        loss = loss_of(logits.float(), rows)
+        backward(loss)
+        optimiser.step()
+        if loss_out is None:
+            last["loss"] = loss.detach()
+        else:
+            loss_out.copy_(loss.detach())
+
+    def zero_grad():
+        optimiser.zero_grad(set_to_none=True)
+
+    graphed = GraphedStep(step, zero_grad) if graphs else None
     losses = []
     try:
         with tqdm(total=steps, desc=desc, leave=False, disable=not progress or rank > 0) as bar:
@@ -118,14 +159,17 @@ def train_steps(model, batches, loss_of, *, n_rows: int, epochs: int, batch_size
                     if k % world != rank:
                         continue
                     taken += 1
-                    with cast:
-                        logits = net(*(to_device(t, device) for t in inputs))
-                    loss = loss_of(logits.float(), rows)
-                    optimiser.zero_grad(set_to_none=True)
-                    backward(loss)
-                    optimiser.step()
+                    inputs = tuple(to_device(t, device) for t in inputs)
+                    if graphed is None:
+                        zero_grad()
+                        step(rows, *inputs)
+                        losses.append(last["loss"])
+                    else:
+                        if not all(isinstance(t, torch.Tensor) for t in inputs):
+                            raise ValueError("graphs=True needs every input of a batch to be a tensor")
+                        graphed(to_device(torch.as_tensor(rows, dtype=torch.long), device), *inputs)
+                        losses.append(loss_out.clone())  # the next step rewrites it in place
                     schedule.step()
-                    losses.append(loss.detach())
                     bar.update(1)
                     if after_step is not None:
                         after_step(len(losses))

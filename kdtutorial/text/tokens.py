@@ -96,11 +96,14 @@ def tokenize_sentence_pairs(tokenizer, first, second, max_length: int) -> Tokeni
     return TokenizedText(encoded["input_ids"], int(tokenizer.pad_token_id), frozenset(tokenizer.all_special_ids))
 
 
-def _pad(ids_list, pad_id: int, special_ids) -> dict:
-    """Right-pad the rows to the longest one, in numpy (no Python loop per row: in a training loop whose steps are
-    bound by the CPU launching GPU kernels, host time per batch is wall time)."""
+def _pad(ids_list, pad_id: int, special_ids, width: int | None = None) -> dict:
+    """Right-pad the rows to the longest one (or to ``width``), in numpy (no Python loop per row: in a training loop
+    whose steps are bound by the CPU launching GPU kernels, host time per batch is wall time)."""
     lengths = np.fromiter(map(len, ids_list), dtype=np.int64, count=len(ids_list))
-    attention = np.arange(int(lengths.max(initial=0)))[None, :] < lengths[:, None]
+    longest = int(lengths.max(initial=0))
+    if width is not None and width < longest:
+        raise ValueError(f"width={width} is shorter than the longest sentence of the batch ({longest} tokens)")
+    attention = np.arange(longest if width is None else int(width))[None, :] < lengths[:, None]
     input_ids = np.full(attention.shape, pad_id, dtype=np.int64)
     input_ids[attention] = np.fromiter(itertools.chain.from_iterable(ids_list), dtype=np.int64,
                                        count=int(lengths.sum()))
@@ -111,13 +114,17 @@ def _pad(ids_list, pad_id: int, special_ids) -> dict:
 
 
 def padded_batches(text: TokenizedText, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                   sort_by_length: bool = False, indices=None):
+                   sort_by_length: bool = False, indices=None, width: int | None = None):
     """Yield ``(positions, batch)``: the row numbers in ``text`` and a dict of padded tensors.
 
     ``batch`` has ``input_ids``, ``attention_mask`` and ``special_tokens_mask`` ([CLS], [SEP] and padding).
     ``shuffle`` uses a generator seeded with ``seed``; ``sort_by_length`` sorts by length first (inference).
-    ``indices`` restricts the batches to those rows.
+    ``indices`` restricts the batches to those rows. ``width``: pad every batch to that many tokens instead of its
+    longest sentence (batches of one shape, as a step replayed from a CUDA graph needs; at least the longest
+    sentence of ``text``).
     """
+    if width is not None and len(text) and width < int(text.lengths().max()):
+        raise ValueError(f"width={width} is shorter than the longest sentence ({int(text.lengths().max())} tokens)")
     order = np.arange(len(text)) if indices is None else np.asarray(indices)
     if shuffle:
         order = order[np.random.default_rng(seed).permutation(len(order))]
@@ -125,7 +132,7 @@ def padded_batches(text: TokenizedText, batch_size: int, *, shuffle: bool = Fals
         order = order[np.argsort(text.lengths()[order], kind="stable")]
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        yield rows, _pad([text.ids[i] for i in rows], text.pad_id, text.special_ids)
+        yield rows, _pad([text.ids[i] for i in rows], text.pad_id, text.special_ids, width)
 
 
 def pad_rows(text: TokenizedText, rows) -> dict:

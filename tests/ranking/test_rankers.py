@@ -268,3 +268,27 @@ def test_trigram_text_batches_equal_hashing_each_batch():
     assert torch.equal(a2.batch([0, 1, 2])[0], letter_trigram_batch(["d", "e f g", "e f g"], 97)[0])
     with pytest.raises(ValueError, match="index"):
         rankers.TrigramText(["a"], index=[1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_a_graphed_two_tower_trains_as_the_eager_loop(tok):
+    """distil_two_tower and fine_tune_two_tower (KD + BCE, whose label check a capture must skip) with graphs=True:
+    the eager loop's losses and scores, to float32 rounding (batches padded to one width instead of their longest
+    row; no dropout, float32). Runs on a GPU only."""
+    from transformers import BertConfig, BertModel
+
+    queries, ads, labels, teacher = toy_pairs(52, seed=5)
+    q_text, ad_text = rankers.tokenize_sides(tok, queries, ads, 8, 16)
+    runs = {}
+    for graphs in (False, True):
+        torch.manual_seed(0)
+        config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        student = TwinBERT(BertModel(config, add_pooling_layer=False), crossing="res")
+        common = dict(lr=3e-3, batch_size=16, seed=0, device="cuda", amp=False, progress=False, graphs=graphs)
+        losses = rankers.distil_two_tower(student, q_text, ad_text, teacher, epochs=3, **common)
+        losses += rankers.fine_tune_two_tower(student, q_text, ad_text, labels, teacher_logits=teacher, epochs=3,
+                                              **common)
+        runs[graphs] = losses, rankers.score_two_tower(student, q_text, ad_text, device="cuda")
+    np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(runs[True][1], runs[False][1], rtol=1e-3, atol=1e-4)

@@ -88,3 +88,38 @@ def test_bad_terms_and_maps_are_refused_by_name():
         layerdistil.LayerDistiller(teacher, student_of(teacher), "ckd", layer_map("alp", 2, 4))
     with pytest.raises(ValueError, match="the teacher has layers 0 to 4"):
         layerdistil.LayerDistiller(teacher, student_of(teacher), "pkd", layer_map("pkd-skip", 2, 12))
+
+
+def test_graphs_refuse_a_cache_and_tinybert():
+    teacher = classifier()
+    text, labels = toy()
+    with pytest.raises(ValueError, match="cache is not allowed with graphs=True"):
+        layerdistil.distil_with_layers(teacher, student_of(teacher), text, labels, term="kd", graphs=True,
+                                       cache=layerdistil.TeacherBatchCache(), progress=False)
+    with pytest.raises(ValueError, match="graphs=True is not allowed with term='tinybert'"):
+        layerdistil.distil_with_layers(teacher, student_of(teacher), text, labels, term="tinybert",
+                                       lmap=layer_map("tinybert", 2, 4), graphs=True, progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("term, method", [("kd", None), ("pkd", "pkd-skip"), ("ckd", "ckd-no"), ("alp", "alp")])
+def test_a_graphed_layer_distillation_trains_as_the_eager_one(term, method):
+    """distil_with_layers(graphs=True), the teacher's forward pass inside the graph: the eager run's losses and
+    student weights to float32 rounding (batches padded to one width instead of their longest row, which these
+    [CLS]-state and logit terms do not see; no dropout, float32). Runs on a GPU only."""
+    runs = {}
+    for graphs in (False, True):
+        torch.manual_seed(0)
+        cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                         intermediate_size=37, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        teacher = SentenceClassifier(BertModel(cfg, add_pooling_layer=False), dropout=0.0)
+        student = student_of(teacher)
+        student.dropout.p = 0.0
+        text, labels = toy(n=36)
+        losses, _ = layerdistil.distil_with_layers(teacher, student, text, labels, term=term,
+                                                   lmap=layer_map(method, 2, 4) if method else None, epochs=2,
+                                                   batch_size=8, lr=1e-3, device="cuda", progress=False, graphs=graphs)
+        runs[graphs] = losses, {k: v.cpu() for k, v in student.state_dict().items()}
+    np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-3, atol=1e-5)
+    for k, v in runs[False][1].items():
+        torch.testing.assert_close(runs[True][1][k], v, rtol=1e-3, atol=1e-4, msg=k)
