@@ -12,6 +12,8 @@ layers, SST-2, AdamW with warm-up and decay, bf16 autocast), measured two ways:
 For each: milliseconds per step alone, the dev accuracy after one epoch (the graph must train as well as the loop),
 and the steps per second of ``--procs`` processes training at once on the same device (as the lessons' full profiles
 run their students). ``--profile`` adds a ``torch.profiler`` split of one eager step: host time against kernel time.
+``--term kd`` or ``pkd-skip`` times lesson 07's step instead (``layerdistil.distil_with_layers``, a 6-layer teacher
+beside the student, its forward pass inside the graph).
 """
 from __future__ import annotations
 
@@ -65,9 +67,17 @@ def one_mode(mode, mlm, text, labels, args, device, seed, limit=None):
     ``(seconds, model, steps)``."""
     model = new_student(mlm, args.layers, seed)
     steps = kd.optim.planned_steps(len(text), args.batch, 1, limit)
-    sec = timed(lambda: kd.finetuning.fine_tune(model, text, labels, epochs=1, batch_size=args.batch, lr=args.lr,
-                                                 seed=seed, device=device, amp=True, max_steps=limit, progress=False,
-                                                 graphs=(mode == "graph")), device)
+    common = dict(epochs=1, batch_size=args.batch, lr=args.lr, seed=seed, device=device, amp=True, max_steps=limit,
+                  progress=False, graphs=(mode == "graph"))
+    if args.term == "none":
+        sec = timed(lambda: kd.finetuning.fine_tune(model, text, labels, **common), device)
+    else:  # lesson 07's step: a 6-layer teacher (MiniLM with a fresh head) beside the student
+        kd.environment.seed_everything(seed)
+        teacher = kd.finetuning.SentenceClassifier(kd.students.copy_layers_encoder(mlm.base_model, range(6)))
+        lmap = kd.layers.layer_map(args.term, len(args.layers), 6) if args.term.startswith("pkd") else None
+        term = "pkd" if lmap is not None else args.term
+        sec = timed(lambda: kd.layerdistil.distil_with_layers(teacher.to(device).eval(), model, text, labels,
+                                                               term=term, lmap=lmap, **common), device)
     return sec, model, steps
 
 
@@ -86,7 +96,7 @@ def child(args):
 def together(mode, args, emit):
     cmd = [sys.executable, __file__, "--child", mode, "--steps", str(args.steps),
            "--device", args.device, "--batch", str(args.batch), "--max-length", str(args.max_length),
-           "--sentences", str(args.sentences), "--layers", *map(str, args.layers)]
+           "--sentences", str(args.sentences), "--term", args.term, "--layers", *map(str, args.layers)]
     threads = max(1, (os.cpu_count() or 2) // args.procs)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     procs = [subprocess.Popen(cmd + ["--seed", str(i)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -126,6 +136,8 @@ def main():
     ap.add_argument("--steps", type=int, default=300, help="steps per process in the --procs run")
     ap.add_argument("--procs", type=int, default=8)
     ap.add_argument("--modes", nargs="+", default=["eager", "graph"], choices=["eager", "graph"])
+    ap.add_argument("--term", default="none", choices=["none", "kd", "pkd-skip"],
+                    help="none: fine_tune; kd / pkd-skip: distil_with_layers from a 6-layer teacher (lesson 07)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--out", default="text_step_graphs.jsonl")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -137,7 +149,7 @@ def main():
     emit = emitter(args.out)
     mlm, text, labels, dev_text, dev_labels = setup(args, device)
     emit(step="setup", device=kd.environment.banner(device), sentences=len(text), width=int(text.lengths().max()),
-         median_tokens=float(np.median(text.lengths())), batch=args.batch, layers=args.layers)
+         median_tokens=float(np.median(text.lengths())), batch=args.batch, layers=args.layers, term=args.term)
     for mode in args.modes:
         one_mode(mode, mlm, text, labels, args, device, seed=99, limit=20)  # warm-up: kernels, allocator
         for seed in range(args.seeds):

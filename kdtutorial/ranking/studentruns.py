@@ -54,9 +54,12 @@ class StudentRuns:
     (label-only epochs of students with random weights), ``distil``, ``finetune``. ``batch_size`` / ``distil_batch``:
     labelled pairs / transfer pairs per step. ``kd_loss``, ``temperature``, ``alpha``: the KD term
     (:func:`~kdtutorial.ranking.relevance.relevance_kd_loss`). ``freeze_embeddings``: the lesson's setting (students
-    with random weights always learn theirs). ``options``: ``device``, ``amp`` and ``graphs`` (training steps
-    replayed from a CUDA graph: ``optim.train_steps``). ``keep``: ``(kind, seed, how)`` jobs whose trained student
-    comes back.
+    with random weights always learn theirs). ``options``: ``device``, ``amp`` and ``graphs``: the steps on the
+    labelled pairs (``batch_size`` a step, bound by launching kernels) replayed from a CUDA graph
+    (``optim.train_steps``); the transfer stage always runs eagerly: a step of ``distil_batch`` pairs (1024 in the
+    full profile) keeps the GPU busy by itself, so a graph saves nothing there and its one width only adds padding
+    (measured on an H100: the students' cell was no faster with it). ``keep``: ``(kind, seed, how)`` jobs whose
+    trained student comes back.
     """
 
     pretrained: nn.Module
@@ -92,7 +95,8 @@ def _device(runs: StudentRuns) -> dict:
 
 
 def _training(runs: StudentRuns) -> dict:
-    """What every training call of a job takes: :func:`_device`'s and ``graphs`` (steps replayed from a CUDA graph)."""
+    """What a training call on the labelled pairs takes: :func:`_device`'s and ``graphs`` (steps replayed from a CUDA
+    graph). The transfer stage takes :func:`_device`'s only: see :class:`StudentRuns`."""
     return dict(_device(runs), graphs=runs.options.get("graphs", False))
 
 
@@ -123,7 +127,7 @@ def train_distilled(runs: StudentRuns, model: nn.Module, kind: str, seed: int, *
     lr, frozen, device = k.rates(**runs.rates), k.freezes_embeddings(runs.freeze_embeddings), _device(runs)
     distil_two_tower(model, *student_sides(runs, kind, "transfer"), on_transfer, kind=loss, temperature=temperature,
                      epochs=runs.epochs["distil"], lr=lr["distil"], batch_size=runs.distil_batch, seed=seed,
-                     freeze_embeddings=frozen, progress=False, **_training(runs))
+                     freeze_embeddings=frozen, progress=False, **device)
     after_distillation = score_two_tower(model, *student_sides(runs, kind, "test"), **device)
     fine_tune_two_tower(model, *student_sides(runs, kind, "train"), runs.labels, teacher_logits=on_train, kind=loss,
                         alpha=runs.alpha, temperature=temperature, epochs=runs.epochs["finetune"], lr=lr["finetune"],
