@@ -9,7 +9,6 @@ maximisation and a minimisation step, each step updating one model only).
 """
 from __future__ import annotations
 
-
 import torch
 from tqdm.auto import tqdm
 
@@ -99,7 +98,7 @@ def train_steps(model, batches, loss_of, *, n_rows: int, epochs: int, batch_size
 
     ``graphs=True`` (a CUDA device, no ``accelerator``): the step (forward, loss, backward, AdamW) is recorded once as
     a CUDA graph and replayed (:class:`~kdtutorial.common.stepgraph.GraphedStep`), so the host launches a step's
-    thousand-odd kernels with one call. The step stays the same computation, under three conditions the callers meet:
+    few hundred kernels with one call. The step stays the same computation, under three conditions the callers meet:
     every batch's ``inputs`` are tensors of the same shapes (padded to one width; a shorter last batch runs eagerly),
     ``loss_of`` gets ``rows`` as a device tensor of row indices and indexes only device tensors with it, and it reads
     nothing back to the host. AdamW is then capturable (:func:`adamw_with_warmup`). Dropout draws other masks than
