@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from kdtutorial.text.optim import to_device, train_steps
+from kdtutorial.text.optim import graph_targets, to_device, train_steps
 from kdtutorial.common.environment import autocast
 from kdtutorial.ranking.relevance import label_bce_loss
 from kdtutorial.text.tokens import PaddedIds, TokenizedText, padded_batches
@@ -344,9 +344,7 @@ def fine_tune_cross_encoder(model: nn.Module, text: TokenizedText, labels, *, ep
         raise ValueError(f"labels must have one value per pair, shape ({len(text)},), got {tuple(labels.shape)}")
     if ((labels < 0) | (labels > 1)).any():
         raise ValueError("labels must lie in [0, 1] (Good = 1, Bad = 0)")
-    width = None
-    if graphs:
-        labels, width = labels.to(device), int(text.lengths().max(initial=1))
+    labels, width = graph_targets(labels, device, graphs), "longest" if graphs else None
 
     def batches(epoch):
         for rows, batch in padded_batches(text, batch_size, shuffle=True, seed=seed * 1000 + epoch, width=width):

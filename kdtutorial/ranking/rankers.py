@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from kdtutorial.ranking.crossencoder import encode_texts, distinct_texts, as_pairs, pair_index
-from kdtutorial.text.optim import to_device, train_steps
+from kdtutorial.text.optim import graph_targets, to_device, train_steps
 from kdtutorial.common.environment import autocast
 from kdtutorial.ranking.relevance import label_bce_loss, relevance_kd_loss
 from kdtutorial.text.tokens import PaddedIds, TokenizedText
@@ -228,11 +228,6 @@ def _per_pair(values, n: int, name: str) -> torch.Tensor:
     return values
 
 
-def _on(values: torch.Tensor, device, graphs: bool) -> torch.Tensor:
-    """Per-pair targets where a graphed step's ``loss_of`` gathers them (the device), else where they are."""
-    return values.to(device) if graphs else values
-
-
 def distil_two_tower(student: nn.Module, q_text, ad_text, teacher_logits, *, kind: str = "mse",
                      temperature: float = 1.0, epochs: int = 1, lr: float = 5e-5, batch_size: int = 64,
                      warmup: float = 0.1, weight_decay: float = 0.01, seed: int = 0, device="cpu", amp: bool = False,
@@ -252,7 +247,7 @@ def distil_two_tower(student: nn.Module, q_text, ad_text, teacher_logits, *, kin
     """
     teacher = _per_pair(teacher_logits, len(q_text), "teacher_logits")
     relevance_kd_loss(teacher[:1], teacher[:1], kind=kind, temperature=temperature)  # argument errors now, not later
-    teacher = _on(teacher, device, graphs)
+    teacher = graph_targets(teacher, device, graphs)
 
     def loss_of(logits, rows):
         return relevance_kd_loss(logits, to_device(teacher[rows], logits.device), kind=kind, temperature=temperature)
@@ -278,14 +273,14 @@ def fine_tune_two_tower(student: nn.Module, q_text, ad_text, labels, *, teacher_
     y = _per_pair(labels, len(q_text), "labels")
     if ((y < 0) | (y > 1)).any():
         raise ValueError("labels must lie in [0, 1] (Good = 1, Bad = 0)")
-    y = _on(y, device, graphs)
+    y = graph_targets(y, device, graphs)
     if teacher_logits is None:
         def loss_of(logits, rows):
             return label_bce_loss(logits, to_device(y[rows], logits.device))
     else:
         teacher = _per_pair(teacher_logits, len(q_text), "teacher_logits")
         relevance_kd_loss(teacher[:1], teacher[:1], y[:1].cpu(), kind=kind, alpha=alpha, temperature=temperature)
-        teacher = _on(teacher, device, graphs)
+        teacher = graph_targets(teacher, device, graphs)
 
         def loss_of(logits, rows):
             return relevance_kd_loss(logits, to_device(teacher[rows], logits.device), to_device(y[rows], logits.device),

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from kdtutorial.common.environment import release_memory, seed_everything
-from kdtutorial.text.optim import to_device, train_steps
+from kdtutorial.text.optim import graph_targets, to_device, train_steps
 from kdtutorial.common.environment import autocast
 from kdtutorial.text.tokens import padded_batches
 from kdtutorial.common.statistics import accuracy
@@ -76,10 +76,8 @@ def fine_tune(model: nn.Module, text, labels, *, epochs: int = 2, lr: float = 5e
     (``optim.train_steps``); the batches are then all padded to the longest sentence of ``text`` and the labels
     live on the device. The same training, with other dropout masks.
     """
-    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    width = None
-    if graphs:
-        labels, width = labels.to(device), int(text.lengths().max(initial=1))
+    labels = graph_targets(torch.as_tensor(np.asarray(labels), dtype=torch.long), device, graphs)
+    width = "longest" if graphs else None
 
     def batches(epoch):
         for rows, batch in padded_batches(text, batch_size, shuffle=True, seed=seed * 1000 + epoch, width=width):

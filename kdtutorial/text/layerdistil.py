@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from kdtutorial.common.losses import kd_kl_loss
 from kdtutorial.text import intermediate
 from kdtutorial.text.layers import LayerMap
-from kdtutorial.text.optim import to_device, train_steps
+from kdtutorial.text.optim import graph_targets, to_device, train_steps
 from kdtutorial.text.students import encoder_layers
 from kdtutorial.text.tokens import padded_batches
 
@@ -190,10 +190,8 @@ def distil_with_layers(teacher, student, text, labels, *, term: str, lmap: Layer
         raise ValueError("graphs=True is not allowed with term='tinybert': its MSEs average over padded positions, "
                          "so the one width a graph needs would change the loss")
     distiller = LayerDistiller(teacher, student, term, lmap, cache)
-    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    width = None
-    if graphs:
-        labels, width = labels.to(device), int(text.lengths().max(initial=1))
+    labels = graph_targets(torch.as_tensor(np.asarray(labels), dtype=torch.long), device, graphs)
+    width = "longest" if graphs else None
 
     def batches(epoch):
         for rows, batch in padded_batches(text, batch_size, shuffle=True, seed=seed * 1000 + epoch, width=width):

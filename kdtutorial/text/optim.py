@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from kdtutorial.common.stepgraph import GraphedStep, check_graph_device, step_autocast
 
-__all__ = ["optimiser_kernels", "adamw_with_warmup", "planned_steps", "to_device", "train_steps"]
+__all__ = ["optimiser_kernels", "adamw_with_warmup", "planned_steps", "to_device", "graph_targets", "train_steps"]
 
 
 def optimiser_kernels(device) -> dict:
@@ -69,6 +69,13 @@ def to_device(t: torch.Tensor, device) -> torch.Tensor:
     if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
+
+
+def graph_targets(values: torch.Tensor, device, graphs: bool) -> torch.Tensor:
+    """Per-row targets (labels, teacher logits) where ``loss_of`` gathers its batch's rows from them: on ``device``
+    when ``graphs`` (a graphed :func:`train_steps` hands ``loss_of`` the rows as a device tensor), else as they
+    are."""
+    return values.to(device) if graphs else values
 
 
 def train_steps(model, batches, loss_of, *, n_rows: int, epochs: int, batch_size: int, lr: float,

@@ -114,15 +114,19 @@ def _pad(ids_list, pad_id: int, special_ids, width: int | None = None) -> dict:
 
 
 def padded_batches(text: TokenizedText, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                   sort_by_length: bool = False, indices=None, width: int | None = None):
+                   sort_by_length: bool = False, indices=None, width: int | str | None = None):
     """Yield ``(positions, batch)``: the row numbers in ``text`` and a dict of padded tensors.
 
     ``batch`` has ``input_ids``, ``attention_mask`` and ``special_tokens_mask`` ([CLS], [SEP] and padding).
     ``shuffle`` uses a generator seeded with ``seed``; ``sort_by_length`` sorts by length first (inference).
     ``indices`` restricts the batches to those rows. ``width``: pad every batch to that many tokens instead of its
     longest sentence (batches of one shape, as a step replayed from a CUDA graph needs; at least the longest
-    sentence of ``text``).
+    sentence of ``text``); ``"longest"``: to the longest sentence of ``text``.
     """
+    if width == "longest":
+        width = int(text.lengths().max(initial=1))
+    elif isinstance(width, str):
+        raise ValueError(f"width must be a number of tokens, 'longest' or None, got {width!r}")
     if width is not None and len(text) and width < int(text.lengths().max()):
         raise ValueError(f"width={width} is shorter than the longest sentence ({int(text.lengths().max())} tokens)")
     order = np.arange(len(text)) if indices is None else np.asarray(indices)

@@ -121,8 +121,12 @@ def test_batches_of_one_width_hold_the_same_tokens():
             assert torch.equal(f[key][:, :w], d[key])
         assert (f["attention_mask"][:, w:] == 0).all() and (f["input_ids"][:, w:] == 0).all()
         assert f["special_tokens_mask"][:, w:].all()
+    longest = list(padded_batches(text, 8, shuffle=True, seed=3, width="longest"))
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for (_, a), (_, b) in zip(fixed, longest))
     with pytest.raises(ValueError, match=f"width={width - 1} is shorter than the longest sentence"):
         next(padded_batches(text, 8, width=width - 1))
+    with pytest.raises(ValueError, match="width must be a number of tokens, 'longest' or None"):
+        next(padded_batches(text, 8, width="widest"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
