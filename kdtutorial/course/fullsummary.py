@@ -16,7 +16,7 @@ import argparse
 import re
 from pathlib import Path
 
-__all__ = ["START", "END", "device_of", "merge_summaries", "minutes", "full_table", "replace_table",
+__all__ = ["START", "END", "device_of", "merge_summaries", "total_seconds", "minutes", "full_table", "replace_table",
            "summary_entry", "compare_tables", "configure_parser",
            "command", "COMMAND_HELP", "COMMAND_DESCRIPTION"]
 
@@ -42,7 +42,8 @@ def merge_summaries(previous: dict | None, current: dict) -> dict:
     a notebook run again replacing its entry, in notebook order; ``calls`` lists each call's start, end, parameters
     and versions; ``total_seconds`` and ``failed`` are recomputed over the merged notebooks. A summary of another
     profile is not merged: ``ValueError``."""
-    call = {k: current.get(k) for k in ("started_at", "finished_at", "parameters", "versions", "kernel")}
+    call = {k: current.get(k) for k in ("started_at", "finished_at", "total_seconds", "jobs", "parameters", "versions",
+                                        "kernel")}
     if not previous:
         return {**current, "calls": [call]}
     if previous.get("profile") != current.get("profile"):
@@ -54,8 +55,24 @@ def merge_summaries(previous: dict | None, current: dict) -> dict:
     calls = previous.get("calls") or [{k: previous.get(k) for k in call}]
     return {**current, "notebooks": notebooks, "calls": [*calls, call],
             "started_at": previous.get("started_at", current.get("started_at")),
-            "total_seconds": sum(n.get("wall_seconds") or n.get("seconds") or 0 for n in notebooks),
+            "total_seconds": total_seconds(notebooks, [*calls, call]),
             "failed": sum(n.get("status") != "ok" for n in notebooks)}
+
+
+def total_seconds(notebooks: list[dict], calls: list[dict]) -> float:
+    """The wall time of a merged full profile: a notebook that ran alone counts its own wall time; notebooks that ran
+    several at once (``jobs`` > 1) count their call's wall time once (``call`` names the call by its start; its
+    ``total_seconds`` is in ``calls``), or, where a later call replaced some of them, the sum of those kept if that is
+    less (an upper bound: each kept one's time includes its neighbours' competition)."""
+    call_seconds = {c.get("started_at"): c.get("total_seconds") for c in calls if c.get("total_seconds") is not None}
+    alone, together = 0.0, {}
+    for n in notebooks:
+        own = n.get("wall_seconds") or n.get("seconds") or 0
+        if (n.get("jobs") or 1) > 1 and n.get("call") in call_seconds:
+            together[n["call"]] = together.get(n["call"], 0.0) + own
+        else:
+            alone += own
+    return alone + sum(min(call_seconds[key], kept) for key, kept in together.items())
 
 
 def minutes(seconds) -> str:
@@ -75,8 +92,11 @@ def full_table(summary: dict, headlines: dict | None = None) -> str:
     notebooks = summary.get("notebooks", [])
     devices = sorted({n.get("device") or "unknown device" for n in notebooks})
     software = sorted({n.get("software") for n in notebooks if n.get("software")})
+    at_once = max((n.get("jobs") or 1 for n in notebooks), default=1)
     lines = [f"Full profile on {' and '.join(devices)}" + (f" ({'; '.join(software)})" if software else "") +
              f": {len(notebooks)} notebook(s), {minutes(summary.get('total_seconds'))} in all"
+             + (f" (up to {at_once} notebooks at a time, so a notebook's wall time includes its neighbours' "
+                f"competition for the GPU)" if at_once > 1 else "")
              + (f", {summary['failed']} failed" if summary.get("failed") else "") + ".",
              "", "| notebook | wall time | peak memory | commit | headline metrics |", "|---|---|---|---|---|"]
     for n in notebooks:

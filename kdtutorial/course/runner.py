@@ -1,8 +1,8 @@
 """Run the course notebooks with papermill and summarise how each one did.
 
 ``python -m kdtutorial run --profile quick`` executes every ``notebooks/NN_name.ipynb`` (sorted by name)
-into ``runs/<profile>/NN_name.ipynb``, one notebook at a time, each in its own child process so that the
-peak memory of its kernel can be measured. It then writes ``runs/<profile>/summary.json`` and
+into ``runs/<profile>/NN_name.ipynb``, one notebook at a time (``--jobs N``: N at a time, on one machine), each in
+its own child process so that the peak memory of its kernel can be measured. It then writes ``runs/<profile>/summary.json`` and
 ``runs/<profile>/summary.md`` and prints the Markdown table. The exit status is 0 when every notebook
 ran to the end, 1 when at least one failed, 2 for a usage error.
 
@@ -27,6 +27,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -259,10 +260,14 @@ def summary_markdown(results, profile=None, total_seconds=None) -> str:
 # --------------------------------------------------------------------------------------------------
 # Running one notebook: the parent side
 # --------------------------------------------------------------------------------------------------
-def child_env(base=None) -> dict:
+def child_env(base=None, jobs: int = 1) -> dict:
     """Environment for the child: the checkout that holds this package goes first on PYTHONPATH, so the
-    kernel can ``import kdtutorial`` without the package being installed."""
+    kernel can ``import kdtutorial`` without the package being installed. With ``jobs`` > 1 notebooks at a time, each
+    kernel's torch gets its share of the CPU cores (``OMP_NUM_THREADS``: cores // jobs, at least 1) unless the
+    caller set ``OMP_NUM_THREADS`` already, so that the kernels do not each start a thread per core."""
     env = dict(os.environ if base is None else base)
+    if jobs > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     if _is_checkout(PACKAGE_PARENT):
         parts = [str(PACKAGE_PARENT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
@@ -282,8 +287,12 @@ _CHILD_CODE = (
 
 
 def run_one(notebook, output, parameters=None, cwd=None, timeout=None, kernel=DEFAULT_KERNEL,
-            progress=False) -> dict:
+            progress=False, jobs: int = 1, stop: threading.Event | None = None) -> dict:
     """Execute one notebook with papermill in a child process.
+
+    ``jobs``: how many notebooks run at once (:func:`child_env` shares the CPU cores out); ``stop``: an event that,
+    once set, stops the child and raises ``KeyboardInterrupt`` here (how :func:`run_suite` interrupts notebooks
+    running in other threads).
 
     Returns ``{"status": "ok"|"failed", "seconds", "wall_seconds", "peak_mib", "output", "error"}``:
     ``seconds`` is papermill's execution time (kernel start included), ``wall_seconds`` the parent's
@@ -302,7 +311,7 @@ def run_one(notebook, output, parameters=None, cwd=None, timeout=None, kernel=DE
         }
         job_path.write_text(json.dumps(job), encoding="utf-8")
         start = time.perf_counter()
-        returncode = _wait_for_child([sys.executable, "-c", _CHILD_CODE, __file__, str(job_path)])
+        returncode = _wait_for_child([sys.executable, "-c", _CHILD_CODE, __file__, str(job_path)], jobs, stop)
         wall = time.perf_counter() - start
         if result_path.is_file():
             result = json.loads(result_path.read_text(encoding="utf-8"))
@@ -315,17 +324,24 @@ def run_one(notebook, output, parameters=None, cwd=None, timeout=None, kernel=DE
     return result
 
 
-def _wait_for_child(cmd) -> int:
-    """Run the child and wait. If the wait is interrupted (Ctrl-C, SIGTERM), give the child a moment to
-    stop its kernel (a Ctrl-C at the terminal reaches it too), then terminate it; a kernel whose parent
-    is gone shuts itself down."""
-    proc = subprocess.Popen(cmd, env=child_env(), stdin=subprocess.DEVNULL)
+def _wait_for_child(cmd, jobs: int = 1, stop: threading.Event | None = None) -> int:
+    """Run the child and wait. If the wait is interrupted (Ctrl-C, SIGTERM, or ``stop`` set by another thread), give
+    the child a moment to stop its kernel (a Ctrl-C at the terminal reaches it too), then terminate it; a kernel whose
+    parent is gone shuts itself down."""
+    proc = subprocess.Popen(cmd, env=child_env(jobs=jobs), stdin=subprocess.DEVNULL)
     try:
-        return proc.wait()
+        if stop is None:
+            return proc.wait()
+        while True:
+            try:
+                return proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                if stop.is_set():
+                    raise KeyboardInterrupt("another notebook's run was interrupted") from None
     except BaseException:
-        for stop in (None, proc.terminate, proc.kill):
-            if stop is not None:
-                stop()
+        for halt in (None, proc.terminate, proc.kill):
+            if halt is not None:
+                halt()
             try:
                 proc.wait(timeout=10)
                 break
@@ -468,7 +484,7 @@ def _echo(text: str) -> None:
 
 
 def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=None, timeout=None,
-              kernel=DEFAULT_KERNEL, progress=None, echo=_echo, merge: bool = False) -> dict:
+              kernel=DEFAULT_KERNEL, progress=None, echo=_echo, merge: bool = False, jobs: int = 1) -> dict:
     """Run every discovered notebook, write ``summary.json``/``summary.md`` and return the summary dict.
 
     The summary holds ``profile``, ``started_at``, ``finished_at``, ``total_seconds``, ``versions``,
@@ -478,6 +494,9 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
     the commit is :func:`run_commit`'s; ``slowest_cells`` is :func:`slowest_cells`'s).
     ``merge``: merge this call's notebooks into the ``summary.json`` already in the output folder
     (:func:`kdtutorial.course.fullsummary.merge_summaries`), so several ``--only`` calls make one summary.
+    ``jobs``: notebooks run at once (each in its own process, on one machine and its one GPU); each entry records it
+    (``jobs``) and its call (``call``: the call's start), since a notebook's wall time then includes its neighbours'
+    competition for the device, and ``total_seconds`` is the call's wall time, less than the notebooks' sum.
     """
     if profile not in PROFILES:
         raise RunnerError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
@@ -492,10 +511,15 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
     if progress is None:
         progress = sys.stdout.isatty()
 
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise RunnerError(f"jobs must be a whole number of notebooks to run at once, 1 or more; got {jobs!r}")
+    jobs = min(jobs, len(notebooks))
+
     started_at, t0 = _now(), time.perf_counter()
     commit = run_commit(notebooks_dir)
-    results = []
-    for number, notebook in enumerate(notebooks, 1):
+    stop = threading.Event() if jobs > 1 else None
+
+    def run_numbered(number: int, notebook: Path) -> dict:
         tag = f"[{number}/{len(notebooks)}] {notebook.name}"
         echo(f"{tag} started at {_dt.datetime.now():%H:%M:%S}")
         try:
@@ -504,22 +528,29 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
             budget = budget_for({}, profile)
             echo(f"{tag}: cannot read the notebook's metadata ({exc})")
         try:
-            run = run_one(notebook, out_dir / notebook.name, params, cwd=notebooks_dir,
-                          timeout=timeout, kernel=kernel, progress=progress)
+            run = run_one(notebook, out_dir / notebook.name, params, cwd=notebooks_dir, timeout=timeout,
+                          kernel=kernel, progress=progress and jobs == 1, jobs=jobs, stop=stop)
         except KeyboardInterrupt:
             run = {"status": "interrupted", "error": dict(_INTERRUPTED)}
         result = {**_finish_result(notebook, out_dir / notebook.name, budget, run), "commit": commit,
-                  "finished_at": _now()}
-        results.append(result)
+                  "finished_at": _now(), "jobs": jobs, "call": started_at}
         echo(_progress_line(tag, result))
-        if result["status"] == "interrupted":
-            break
+        return result
+
+    if jobs == 1:
+        results = []
+        for number, notebook in enumerate(notebooks, 1):
+            results.append(run_numbered(number, notebook))
+            if results[-1]["status"] == "interrupted":
+                break
+    else:
+        results = _run_at_once(run_numbered, notebooks, jobs, stop)
 
     total = time.perf_counter() - t0
     summary = {
         "profile": profile, "started_at": started_at, "finished_at": _now(), "total_seconds": total,
         "versions": _versions(), "kernel": kernel, "parameters": params,
-        "notebooks_dir": str(notebooks_dir), "out_dir": str(out_dir),
+        "notebooks_dir": str(notebooks_dir), "out_dir": str(out_dir), "jobs": jobs,
         "failed": sum(r["status"] != "ok" for r in results), "notebooks": results,
     }
     if merge and (out_dir / "summary.json").is_file():
@@ -535,6 +566,26 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
     (out_dir / "summary.md").write_text(markdown, encoding="utf-8")
     summary["markdown"] = markdown
     return summary
+
+
+def _run_at_once(run_numbered, notebooks, jobs: int, stop: threading.Event) -> list[dict]:
+    """``run_numbered(number, notebook)`` for every notebook, ``jobs`` at a time in threads (each waits on its own child
+    process); results in notebook order. An interrupt (Ctrl-C, SIGTERM) sets ``stop``: the notebooks running stop
+    and report "interrupted", those not started are left out, as the one-at-a-time loop leaves them."""
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="kdtutorial-run")
+    futures = [pool.submit(run_numbered, number, notebook) for number, notebook in enumerate(notebooks, 1)]
+    try:
+        wait(futures)
+    except KeyboardInterrupt:
+        stop.set()
+        for future in futures:
+            future.cancel()
+        wait([f for f in futures if not f.cancelled()])
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return [f.result() for f in futures if not f.cancelled()]
 
 
 def run_commit(folder: Path) -> str | None:
@@ -621,6 +672,7 @@ COMMAND_EPILOG = """\
 examples:
   python -m kdtutorial run --profile quick
   python -m kdtutorial run --profile full --only 01 03 -p EPOCHS 2 -p LR 0.01
+  python -m kdtutorial run --profile full --jobs 3 --merge --out results
 Budgets come from each notebook's metadata "kdtutorial": {"budget": {"quick": {"seconds": ..,
 "mib": ..}}}; quick defaults to 180 s and 2048 MiB, full has none. An overrun is reported, not failed.
 Failing cells are named by their index in the source notebook, counted from 0."""
@@ -645,6 +697,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="merge this run's notebooks into the summary.json already in the output folder (a full "
                              "profile run as several --only calls: python -m kdtutorial run --profile full --merge "
                              "--out results; then python -m kdtutorial readme-table)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="run N notebooks at once, each in its own process on this machine (default: 1). On a GPU "
+                             "whose lessons leave it idle part of the time (small steps, data loading, the CPU's "
+                             "work) the suite ends sooner; each notebook's own wall time grows")
     parser.add_argument("--timeout", type=int, metavar="SECONDS",
                         help="fail a cell that runs longer than this (default: no limit)")
     parser.add_argument("--kernel", default=DEFAULT_KERNEL, metavar="NAME",
@@ -673,7 +729,7 @@ def command(args: argparse.Namespace, parser: argparse.ArgumentParser | None = N
         parameters = parse_parameters(args.parameters)
         summary = run_suite(args.profile, notebooks_dir=args.notebooks_dir, out_root=args.out,
                             only=args.only, parameters=parameters, timeout=args.timeout,
-                            kernel=args.kernel, merge=args.merge)
+                            kernel=args.kernel, merge=args.merge, jobs=args.jobs)
     except RunnerError as exc:
         if parser is not None:
             parser.error(str(exc))  # exits with status 2

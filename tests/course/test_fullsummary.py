@@ -199,3 +199,24 @@ def test_the_readmes_table_is_the_one_generated_from_the_committed_summary():
     summary = json.loads((ROOT / "results" / "full" / "summary.json").read_text(encoding="utf-8"))
     start, end = readme.index(fullsummary.START) + len(fullsummary.START), readme.index(fullsummary.END)
     assert readme[start:end] == "\n" + fullsummary.full_table(summary)  # run python -m kdtutorial readme-table
+
+
+def test_notebooks_run_at_once_count_their_calls_wall_time_once():
+    def together(names_seconds, started, wall):
+        entries = [{**nb_entry(name, seconds), "jobs": 3, "call": started} for name, seconds in names_seconds]
+        return {**call(entries, started), "total_seconds": wall, "jobs": 3}
+
+    first = fullsummary.merge_summaries(None, together([("01_a.ipynb", 100), ("02_b.ipynb", 90), ("03_c.ipynb", 80)],
+                                                       "2026-12-06T10:00:00", 120))
+    assert first["total_seconds"] == 120
+    alone = call([nb_entry("04_d.ipynb", 50)], "2026-12-06T10:30:00")  # one at a time: its own wall time
+    merged = fullsummary.merge_summaries(first, alone)
+    assert merged["total_seconds"] == 120 + 50
+    assert merged["calls"][0]["total_seconds"] == 120 and merged["calls"][0]["jobs"] == 3
+    # 01 and 02 run again, alone: what is kept of the first call counts at most its wall time (here 03's 80 s)
+    again = fullsummary.merge_summaries(merged, call([nb_entry("01_a.ipynb", 40), nb_entry("02_b.ipynb", 30)],
+                                                     "2026-12-06T11:00:00"))
+    assert again["total_seconds"] == 80 + 50 + 40 + 30
+    table = fullsummary.full_table(merged, headlines={})
+    assert "4 notebook(s), 2 min 50 s in all (up to 3 notebooks at a time, so a notebook's wall time includes" in table
+    assert "at a time" not in fullsummary.full_table(fullsummary.merge_summaries(None, alone), headlines={})

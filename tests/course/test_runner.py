@@ -234,3 +234,66 @@ def test_slowest_cells_reads_papermill_durations_slowest_first():
                                  {"cell": 1, "seconds": 2.2, "starts": "x = 1"}]
     assert slowest_cells(nb, limit=1) == [{"cell": 3, "seconds": 30.0, "starts": "slow()"}]
     assert slowest_cells(nb, at_least=60) == []
+
+
+# -- several notebooks at once (--jobs) ------------------------------------------------------------------
+THREADS = ("import os\nfrom kdtutorial.course.report import record_metrics\n"
+           "record_metrics(omp=os.environ.get('OMP_NUM_THREADS'))")
+
+
+def test_notebooks_run_at_once_end_sooner_in_order_and_share_the_cores(tmp_path, capsys, monkeypatch):
+    nb_dir, out = tmp_path / "notebooks", tmp_path / "runs"
+    for name in ("01_a", "02_b", "03_c"):
+        make_notebook(nb_dir / f"{name}.ipynb", [THREADS, "import time\n\ntime.sleep(4)"])
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+
+    alone = json.loads(json.dumps(runner.run_suite("quick", nb_dir, tmp_path / "alone", only=["01"], echo=lambda t: None)))
+    code = main(["run", "--profile", "quick", "--notebooks-dir", str(nb_dir), "--out", str(out), "--jobs", "3"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.out + printed.err
+    summary = json.loads((out / "quick" / "summary.json").read_text())
+    assert [n["name"] for n in summary["notebooks"]] == ["01_a.ipynb", "02_b.ipynb", "03_c.ipynb"]
+    assert all(n["status"] == "ok" and n["jobs"] == 3 and n["call"] == summary["started_at"] for n in summary["notebooks"])
+    assert summary["jobs"] == 3
+    shares = {n["metrics"]["omp"] for n in summary["notebooks"]}
+    assert shares == {str(max(1, (os.cpu_count() or 1) // 3))}  # each kernel's share of the cores
+    assert alone["notebooks"][0]["metrics"]["omp"] is None  # one at a time: torch's own default
+    # three 4-second notebooks at once end before three run one after another would
+    assert summary["total_seconds"] < sum(n["wall_seconds"] for n in summary["notebooks"])
+    assert summary["total_seconds"] < 3 * alone["total_seconds"]
+    for name in ("01_a", "02_b", "03_c"):
+        assert f"{name}.ipynb started" in printed.out and f"{name}.ipynb ok" in printed.out
+
+
+def test_a_bad_jobs_value_is_refused_by_name(tmp_path, capsys):
+    nb_dir = tmp_path / "notebooks"
+    make_notebook(nb_dir / "01_a.ipynb", [RECORD])
+    with pytest.raises(runner.RunnerError, match="jobs must be a whole number of notebooks to run at once, 1 or more; "
+                                                 "got 0"):
+        runner.run_suite("quick", nb_dir, tmp_path / "runs", jobs=0)
+    with pytest.raises(SystemExit):
+        main(["run", "--profile", "quick", "--notebooks-dir", str(nb_dir), "--jobs", "0"])
+    assert "jobs must be a whole number" in capsys.readouterr().err
+
+
+def test_an_interrupt_stops_every_notebook_running_at_once(tmp_path, capsys):
+    import signal
+    import threading
+    import time
+
+    nb_dir, out = tmp_path / "notebooks", tmp_path / "runs"
+    for name in ("01_a", "02_b", "03_c"):
+        make_notebook(nb_dir / f"{name}.ipynb", ["import time\n\ntime.sleep(120)"])
+    timer = threading.Timer(8.0, os.kill, (os.getpid(), signal.SIGTERM))  # as `timeout` or a cancelled CI job would
+    start = time.perf_counter()
+    timer.start()
+    try:
+        code = main(["run", "--profile", "quick", "--notebooks-dir", str(nb_dir), "--out", str(out), "--jobs", "2"])
+    finally:
+        timer.cancel()
+    assert time.perf_counter() - start < 60
+    assert code == 130
+    summary = json.loads((out / "quick" / "summary.json").read_text())
+    assert [(n["name"], n["status"]) for n in summary["notebooks"]] == \
+        [("01_a.ipynb", "interrupted"), ("02_b.ipynb", "interrupted")]  # the third never started
+    capsys.readouterr()
