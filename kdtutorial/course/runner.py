@@ -544,7 +544,12 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
             if results[-1]["status"] == "interrupted":
                 break
     else:
-        results = _run_at_once(run_numbered, notebooks, jobs, stop)
+        previous = out_dir / "summary.json"
+        order = longest_first(notebooks, json.loads(previous.read_text(encoding="utf-8")) if previous.is_file() else None)
+        if order != notebooks:
+            echo("starting the longest first, by the wall times in " + str(previous) + ": "
+                 + " ".join(n.name.split("_")[0] for n in order))
+        results = _run_at_once(run_numbered, notebooks, jobs, stop, order)
 
     total = time.perf_counter() - t0
     summary = {
@@ -568,14 +573,28 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
     return summary
 
 
-def _run_at_once(run_numbered, notebooks, jobs: int, stop: threading.Event) -> list[dict]:
+def longest_first(notebooks: list[Path], previous: dict | None) -> list[Path]:
+    """The order to start ``notebooks`` in when several run at once: the longest first by their wall times in a
+    ``previous`` summary (a notebook it does not time, first of all, in name order), so that the longest does not start
+    last and hold the suite up alone (the longest-processing-time rule). Without a previous summary: name order."""
+    seconds = {n.get("name"): n.get("wall_seconds") or n.get("seconds")
+               for n in (previous or {}).get("notebooks", []) if n.get("status") == "ok"}
+    if not any(seconds.get(nb.name) for nb in notebooks):
+        return list(notebooks)
+    return sorted(notebooks, key=lambda nb: (seconds.get(nb.name) is not None, -(seconds.get(nb.name) or 0), nb.name))
+
+
+def _run_at_once(run_numbered, notebooks, jobs: int, stop: threading.Event, order=None) -> list[dict]:
     """``run_numbered(number, notebook)`` for every notebook, ``jobs`` at a time in threads (each waits on its own child
-    process); results in notebook order. An interrupt (Ctrl-C, SIGTERM) sets ``stop``: the notebooks running stop
-    and report "interrupted", those not started are left out, as the one-at-a-time loop leaves them."""
+    process), started in ``order`` (default: ``notebooks``'); results in notebook order. An interrupt (Ctrl-C,
+    SIGTERM) sets ``stop``: the notebooks running stop and report "interrupted", those not started are left out, as
+    the one-at-a-time loop leaves them."""
     from concurrent.futures import ThreadPoolExecutor, wait
 
+    number = {notebook: index for index, notebook in enumerate(notebooks, 1)}
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="kdtutorial-run")
-    futures = [pool.submit(run_numbered, number, notebook) for number, notebook in enumerate(notebooks, 1)]
+    submitted = {nb: pool.submit(run_numbered, number[nb], nb) for nb in (order or notebooks)}
+    futures = [submitted[nb] for nb in notebooks]
     try:
         wait(futures)
     except KeyboardInterrupt:

@@ -297,3 +297,13 @@ def test_an_interrupt_stops_every_notebook_running_at_once(tmp_path, capsys):
     assert [(n["name"], n["status"]) for n in summary["notebooks"]] == \
         [("01_a.ipynb", "interrupted"), ("02_b.ipynb", "interrupted")]  # the third never started
     capsys.readouterr()
+
+
+def test_notebooks_run_at_once_start_with_the_longest_of_the_last_run():
+    names = [Path(f"{n}.ipynb") for n in ("01_a", "02_b", "03_c", "04_d")]
+    last = {"notebooks": [{"name": "01_a.ipynb", "status": "ok", "wall_seconds": 40},
+                          {"name": "02_b.ipynb", "status": "ok", "wall_seconds": 300},
+                          {"name": "03_c.ipynb", "status": "failed", "wall_seconds": 5}]}
+    assert runner.longest_first(names, last) == [names[2], names[3], names[1], names[0]]  # untimed first, then longest
+    assert runner.longest_first(names, None) == names
+    assert runner.longest_first(names, {"notebooks": []}) == names
