@@ -58,15 +58,19 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def banner(device: torch.device | str) -> str:
-    """One line naming Python, torch, the device (GPU name if any) and the CPU thread count."""
+def banner(device: torch.device | str, environ=None) -> str:
+    """One line naming Python, torch, the device (GPU name if any) and the CPU thread count; and, when the course's
+    runner runs several notebooks at once (``$KDTUTORIAL_JOBS`` > 1, set by ``python -m kdtutorial run --jobs``), how
+    many: the times this notebook measures then include their competition for the GPU and the cores."""
     device = torch.device(device)
     where = "cpu"
     if device.type == "cuda":
         where = f"cuda ({torch.cuda.get_device_name(device)})"
+    jobs = (os.environ if environ is None else environ).get("KDTUTORIAL_JOBS", "")
+    shared = f" | {jobs} notebooks at once on this machine" if jobs.isdigit() and int(jobs) > 1 else ""
     return (
         f"python {platform.python_version()} | torch {torch.__version__} | device {where} | "
-        f"cpu threads {torch.get_num_threads()}"
+        f"cpu threads {torch.get_num_threads()}{shared}"
     )
 
 

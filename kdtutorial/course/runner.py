@@ -264,10 +264,12 @@ def child_env(base=None, jobs: int = 1) -> dict:
     """Environment for the child: the checkout that holds this package goes first on PYTHONPATH, so the
     kernel can ``import kdtutorial`` without the package being installed. With ``jobs`` > 1 notebooks at a time, each
     kernel's torch gets its share of the CPU cores (``OMP_NUM_THREADS``: cores // jobs, at least 1) unless the
-    caller set ``OMP_NUM_THREADS`` already, so that the kernels do not each start a thread per core."""
+    caller set ``OMP_NUM_THREADS`` already, so that the kernels do not each start a thread per core; and
+    ``KDTUTORIAL_JOBS`` = jobs, which the lessons' banner prints (their measured times include the others')."""
     env = dict(os.environ if base is None else base)
-    if jobs > 1 and "OMP_NUM_THREADS" not in env:
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    if jobs > 1:
+        env["KDTUTORIAL_JOBS"] = str(jobs)  # the lesson's banner says so (kd.environment.banner)
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     if _is_checkout(PACKAGE_PARENT):
         parts = [str(PACKAGE_PARENT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))

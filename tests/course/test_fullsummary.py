@@ -220,3 +220,13 @@ def test_notebooks_run_at_once_count_their_calls_wall_time_once():
     table = fullsummary.full_table(merged, headlines={})
     assert "4 notebook(s), 2 min 50 s in all (up to 3 notebooks at a time, so a notebook's wall time includes" in table
     assert "at a time" not in fullsummary.full_table(fullsummary.merge_summaries(None, alone), headlines={})
+
+
+def test_the_banner_says_when_notebooks_ran_at_once_and_the_device_is_still_read():
+    from kdtutorial.common.environment import banner
+
+    alone, shared = banner("cpu", environ={}), banner("cpu", environ={"KDTUTORIAL_JOBS": "5"})
+    assert "at once" not in alone and banner("cpu", environ={"KDTUTORIAL_JOBS": "1"}) == alone
+    assert shared == alone + " | 5 notebooks at once on this machine"
+    executed = {"cells": [{"cell_type": "code", "outputs": [{"output_type": "stream", "text": shared + "\n"}]}]}
+    assert fullsummary.device_of(executed)[0] == "cpu"

@@ -238,7 +238,7 @@ def test_slowest_cells_reads_papermill_durations_slowest_first():
 
 # -- several notebooks at once (--jobs) ------------------------------------------------------------------
 THREADS = ("import os\nfrom kdtutorial.course.report import record_metrics\n"
-           "record_metrics(omp=os.environ.get('OMP_NUM_THREADS'))")
+           "record_metrics(omp=os.environ.get('OMP_NUM_THREADS'), jobs=os.environ.get('KDTUTORIAL_JOBS'))")
 
 
 def test_notebooks_run_at_once_end_sooner_in_order_and_share_the_cores(tmp_path, capsys, monkeypatch):
@@ -257,7 +257,9 @@ def test_notebooks_run_at_once_end_sooner_in_order_and_share_the_cores(tmp_path,
     assert summary["jobs"] == 3
     shares = {n["metrics"]["omp"] for n in summary["notebooks"]}
     assert shares == {str(max(1, (os.cpu_count() or 1) // 3))}  # each kernel's share of the cores
+    assert {n["metrics"]["jobs"] for n in summary["notebooks"]} == {"3"}  # the lessons' banner says so
     assert alone["notebooks"][0]["metrics"]["omp"] is None  # one at a time: torch's own default
+    assert alone["notebooks"][0]["metrics"]["jobs"] is None
     # three 4-second notebooks at once end before three run one after another would
     assert summary["total_seconds"] < sum(n["wall_seconds"] for n in summary["notebooks"])
     assert summary["total_seconds"] < 3 * alone["total_seconds"]
