@@ -192,19 +192,20 @@ def prepare(name: str, tokenizer, mlm, *, max_length: int, sentences: int, teach
             head_epochs: int, embed, pool_sentences=None, pool_vectors=None, pair_pool_rows: int | None = None,
             K: int = 8, select_share: float = 0.1,
             select_sentences: int | None = None, dev_rows: int | None = None, seed: int = 0, device="cpu",
-            amp: bool = False, freeze_embeddings: bool = False, eval_batch: int = 256) -> Prepared:
+            amp: bool = False, freeze_embeddings: bool = False, eval_batch: int = 256, graphs: bool = False) -> Prepared:
     """Load GLUE task ``name`` and build what every method needs (:class:`Prepared`): the task split three ways
     (:func:`~kdtutorial.text.layercompare.build_task`), the teacher (``mlm``'s encoder fine-tuned on the first
     ``teacher_sentences`` rows), MATE-KD's generator (``mlm``'s embeddings and ``generator_layers`` under a
     masked-LM head fitted on ``head_sentences`` training rows, lesson 05's recipe) and Minimax-kNN's neighbours of
     the first ``sentences`` rows. ``embed(sentences)`` gives unit sentence vectors; single-sentence tasks search
     ``pool_sentences`` (with their ``pool_vectors``), pair tasks the sentences of the task's first
-    ``pair_pool_rows`` training pairs (default: all) and of the students' own rows."""
+    ``pair_pool_rows`` training pairs (default: all) and of the students' own rows. ``graphs``: the teacher's steps
+    replayed from a CUDA graph (:func:`kdtutorial.text.finetuning.fine_tune`; a CUDA device only)."""
     task = build_task(name, tokenizer, max_length, select_share=select_share, select_sentences=select_sentences,
                       seed=seed, dev_rows=dev_rows)
     teacher, scores = fine_tune_teacher(mlm.base_model, task, sentences=teacher_sentences, epochs=teacher_epochs,
                                         lr=teacher_lr, batch_size=teacher_batch, seed=seed, device=device, amp=amp,
-                                        freeze_embeddings=freeze_embeddings)
+                                        freeze_embeddings=freeze_embeddings, graphs=graphs)
     teacher.requires_grad_(False)
     generator = copy_layers_student(mlm, list(generator_layers))
     fit_mlm_head(generator, task.first(head_sentences)[0], mask_token_id=tokenizer.mask_token_id, epochs=head_epochs,

@@ -35,11 +35,12 @@ NOISY_METHODS = {"labels only": ("no KD", None), "KD, alpha 0.5": ("KD", 0.5), "
 
 def teacher_checkpoints(pretrained_encoder, task: Task, *, sentences: int, epochs: int, every: int, lr: float,
                         batch_size: int, seed: int, device="cpu", amp: bool = False,
-                        freeze_embeddings: bool = False) -> list[dict]:
+                        freeze_embeddings: bool = False, graphs: bool = False) -> list[dict]:
     """Fine-tune one teacher on the first ``sentences`` rows for ``epochs``, scored every ``every`` updates; returns
     the four kept checkpoints (:data:`CHECKPOINT_NAMES`) as dicts ``name``, ``update``, ``select``, ``dev`` (the
     task's main metric, percent) and ``state`` (CPU weights), plus ``curve``: every scoring as ``(update, select,
-    dev)`` in the first dict."""
+    dev)`` in the first dict. ``graphs``: the teacher's steps replayed from a CUDA graph
+    (:func:`kdtutorial.text.finetuning.fine_tune`; the scorings run eagerly between two replays)."""
     metric = glue.main_metric(task.name)
     text, labels = task.first(sentences)
     total = epochs * -(-len(text) // batch_size)
@@ -75,7 +76,7 @@ def teacher_checkpoints(pretrained_encoder, task: Task, *, sentences: int, epoch
             snapshot("over-trained", u, select, dev)
 
     fine_tune(teacher, text, labels, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device, amp=amp,
-              freeze_embeddings=freeze_embeddings, progress=False, after_step=after)
+              freeze_embeddings=freeze_embeddings, progress=False, after_step=after, graphs=graphs)
     out = [kept[n] for n in CHECKPOINT_NAMES]
     out[0]["curve"] = curve
     del teacher
@@ -116,13 +117,14 @@ def distil_from_checkpoints(checkpoints, pretrained_encoder, task: Task, seeds, 
 
 def noisy_label_study(pretrained_encoder, task: Task, shares, seeds, setting: AllSetting, *, teacher_sentences: int,
                       teacher_epochs: int, teacher_lr: float, teacher_batch: int, data_seed: int = 0,
-                      workers: int = 1, progress=None) -> tuple[list, list]:
+                      workers: int = 1, progress=None, graphs: bool = False) -> tuple[list, list]:
     """For each share of flipped labels (:func:`~kdtutorial.common.labelnoise.flip_labels`, seeded by
     ``data_seed``): a teacher fine-tuned on the first ``teacher_sentences`` noisy rows, then every student of
     :data:`NOISY_METHODS` on the same noisy rows and seeds. Returns ``(students, teachers)``: student records with
     ``noise`` and ``student`` added; one teacher record per share with its clean ``dev`` score and ``restored``, the
     share of flipped training rows on which the teacher predicts the true label (percent). ``workers``: as in
-    :func:`~kdtutorial.text.allmethods.run_students` (the teachers are trained first, one after another)."""
+    :func:`~kdtutorial.text.allmethods.run_students` (the teachers are trained first, one after another);
+    ``graphs``: the teachers' steps replayed from a CUDA graph (:func:`kdtutorial.text.finetuning.fine_tune`)."""
     teachers, students = [], []
     n_classes = int(task.train_labels.max()) + 1
     # one noisy teacher in memory at a time when training serially (a 2 GB machine); all of them for the workers
@@ -130,14 +132,14 @@ def noisy_label_study(pretrained_encoder, task: Task, shares, seeds, setting: Al
     for group in groups:
         group_students, group_teachers = _noisy_group(pretrained_encoder, task, group, seeds, setting, n_classes,
                                                       teacher_sentences, teacher_epochs, teacher_lr, teacher_batch,
-                                                      data_seed, workers, progress)
+                                                      data_seed, workers, progress, graphs)
         students += group_students
         teachers += group_teachers
     return students, teachers
 
 
 def _noisy_group(pretrained_encoder, task, shares, seeds, setting, n_classes, teacher_sentences, teacher_epochs,
-                 teacher_lr, teacher_batch, data_seed, workers, progress):
+                 teacher_lr, teacher_batch, data_seed, workers, progress, graphs=False):
     """:func:`noisy_label_study` for the shares of one group: their teachers, then their students."""
     metric = glue.main_metric(task.name)
     teachers, prepared = [], {}
@@ -149,7 +151,7 @@ def _noisy_group(pretrained_encoder, task, shares, seeds, setting, n_classes, te
         text, labels = noisy_task.first(teacher_sentences)
         fine_tune(teacher, text, labels, epochs=teacher_epochs, lr=teacher_lr, batch_size=teacher_batch,
                   seed=data_seed, device=setting.device, amp=setting.amp,
-                  freeze_embeddings=setting.freeze_embeddings, progress=False)
+                  freeze_embeddings=setting.freeze_embeddings, progress=False, graphs=graphs)
         teacher.eval().requires_grad_(False)
         n = min(setting.sentences, len(noisy))
         rows = np.flatnonzero(flipped[:n])

@@ -134,3 +134,30 @@ def test_noisy_label_study_records_per_share_teachers_and_every_student(setup):
             assert all(r["method"] == name and r["updates"] == SETTING.updates for r in mine)
     assert {r["data"] for r in students if r["noise"] == 0.0} != {r["data"] for r in students if r["noise"] == 0.25}
     assert {r["student"] for r in students} == set(op.NOISY_METHODS)
+
+
+def test_the_teachers_steps_replay_from_a_graph_only_on_a_gpu(setup):
+    pretrained, task = setup
+    with pytest.raises(ValueError, match="graphs=True is not allowed on device 'cpu'"):
+        op.teacher_checkpoints(pretrained, task, sentences=32, epochs=1, every=2, lr=1e-3, batch_size=8, seed=0,
+                               graphs=True)
+    with pytest.raises(ValueError, match="graphs=True is not allowed on device 'cpu'"):
+        op.noisy_label_study(pretrained, task, [0.25], [0], SETTING, teacher_sentences=32, teacher_epochs=1,
+                             teacher_lr=1e-3, teacher_batch=8, graphs=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_graphed_teacher_checkpoints_score_as_the_eager_ones_on_a_gpu(setup):
+    """Without dropout the replayed steps are the eager steps: every scoring of the curve agrees."""
+    _, task = setup
+    torch.manual_seed(0)
+    pretrained = BertModel(BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                      intermediate_size=37, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+                           add_pooling_layer=False)
+    curves = {}
+    for graphs in (False, True):
+        kept = op.teacher_checkpoints(pretrained, task, sentences=32, epochs=3, every=2, lr=1e-3, batch_size=8,
+                                      seed=0, device="cuda", graphs=graphs)
+        curves[graphs] = kept[0]["curve"]
+    assert [u for u, _, _ in curves[True]] == [u for u, _, _ in curves[False]]
+    assert np.allclose([(s, d) for _, s, d in curves[True]], [(s, d) for _, s, d in curves[False]], atol=1e-6)
