@@ -72,6 +72,17 @@ BENCHMARKS = {
             select=[{"step": "teacher"}, {"step": "ensemble"}, {"step": "label_only"}, {"step": "distilled"}],
             columns=["step", "seed", "teacher", "distil_epochs", "roc_auc_before_labels", "roc_auc"]),
     },
+    "07_layer_distillation": {
+        "step_graphs": dict(
+            file="07_step_graphs_h100.jsonl", script="benchmarks/text_step_graphs.py", commit="299f4bc",
+            date="2026-12-07", device="NVIDIA H100 80GB HBM3",
+            what="the PKD-Skip step (distil_with_layers) of a 3-layer MiniLM student under a 6-layer teacher (MiniLM with "
+                 "a fresh head), 8,000 SST-2 sentences, batch 64, bf16: eager (each batch padded to its longest "
+                 "sentence, the teacher run every step) against graphs=True (one width, 63 tokens), one seed alone, "
+                 "then 8 processes at once (--term pkd-skip --batch 64 --seeds 1 --sentences 8000; the code of 98e98c9)",
+            select=[{"step": "alone"}, {"step": "together"}],
+            columns=["step", "mode", "procs", "steps", "ms_per_step", "steps_per_s", "dev_acc"]),
+    },
 }
 
 

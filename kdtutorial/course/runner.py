@@ -547,7 +547,7 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
                 break
     else:
         previous = out_dir / "summary.json"
-        order = longest_first(notebooks, json.loads(previous.read_text(encoding="utf-8")) if previous.is_file() else None)
+        order = start_order(notebooks, json.loads(previous.read_text(encoding="utf-8")) if previous.is_file() else None)
         if order != notebooks:
             echo("starting the longest first, by the wall times in " + str(previous) + ": "
                  + " ".join(n.name.split("_")[0] for n in order))
@@ -575,7 +575,7 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
     return summary
 
 
-def longest_first(notebooks: list[Path], previous: dict | None) -> list[Path]:
+def start_order(notebooks: list[Path], previous: dict | None) -> list[Path]:
     """The order to start ``notebooks`` in when several run at once: the longest first by their wall times in a
     ``previous`` summary (a notebook it does not time, first of all, in name order), so that the longest does not start
     last and hold the suite up alone (the longest-processing-time rule). Without a previous summary: name order."""

@@ -306,6 +306,6 @@ def test_notebooks_run_at_once_start_with_the_longest_of_the_last_run():
     last = {"notebooks": [{"name": "01_a.ipynb", "status": "ok", "wall_seconds": 40},
                           {"name": "02_b.ipynb", "status": "ok", "wall_seconds": 300},
                           {"name": "03_c.ipynb", "status": "failed", "wall_seconds": 5}]}
-    assert runner.longest_first(names, last) == [names[2], names[3], names[1], names[0]]  # untimed first, then longest
-    assert runner.longest_first(names, None) == names
-    assert runner.longest_first(names, {"notebooks": []}) == names
+    assert runner.start_order(names, last) == [names[2], names[3], names[1], names[0]]  # untimed first, then longest
+    assert runner.start_order(names, None) == names
+    assert runner.start_order(names, {"notebooks": []}) == names
