@@ -2,9 +2,9 @@
 
 ``python -m kdtutorial run --profile quick`` executes every ``notebooks/NN_name.ipynb`` (sorted by name)
 into ``runs/<profile>/NN_name.ipynb``, one notebook at a time (``--jobs N``: N at a time, on one machine), each in
-its own child process so that the peak memory of its kernel can be measured. It then writes ``runs/<profile>/summary.json`` and
-``runs/<profile>/summary.md`` and prints the Markdown table. The exit status is 0 when every notebook
-ran to the end, 1 when at least one failed, 2 for a usage error.
+its own child process so that the peak memory of its kernel can be measured. It then writes
+``runs/<profile>/summary.json`` and ``runs/<profile>/summary.md`` and prints the Markdown table. The exit status is
+0 when every notebook ran to the end, 1 when at least one failed, 2 for a usage error.
 
 A notebook declares its time and memory budget in its notebook-level metadata::
 

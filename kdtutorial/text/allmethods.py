@@ -192,7 +192,8 @@ def prepare(name: str, tokenizer, mlm, *, max_length: int, sentences: int, teach
             head_epochs: int, embed, pool_sentences=None, pool_vectors=None, pair_pool_rows: int | None = None,
             K: int = 8, select_share: float = 0.1,
             select_sentences: int | None = None, dev_rows: int | None = None, seed: int = 0, device="cpu",
-            amp: bool = False, freeze_embeddings: bool = False, eval_batch: int = 256, graphs: bool = False) -> Prepared:
+            amp: bool = False, freeze_embeddings: bool = False, eval_batch: int = 256,
+            graphs: bool = False) -> Prepared:
     """Load GLUE task ``name`` and build what every method needs (:class:`Prepared`): the task split three ways
     (:func:`~kdtutorial.text.layercompare.build_task`), the teacher (``mlm``'s encoder fine-tuned on the first
     ``teacher_sentences`` rows), MATE-KD's generator (``mlm``'s embeddings and ``generator_layers`` under a

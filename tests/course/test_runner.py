@@ -247,13 +247,14 @@ def test_notebooks_run_at_once_end_sooner_in_order_and_share_the_cores(tmp_path,
         make_notebook(nb_dir / f"{name}.ipynb", [THREADS, "import time\n\ntime.sleep(4)"])
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
 
-    alone = json.loads(json.dumps(runner.run_suite("quick", nb_dir, tmp_path / "alone", only=["01"], echo=lambda t: None)))
+    alone = runner.run_suite("quick", nb_dir, tmp_path / "alone", only=["01"], echo=lambda t: None)
     code = main(["run", "--profile", "quick", "--notebooks-dir", str(nb_dir), "--out", str(out), "--jobs", "3"])
     printed = capsys.readouterr()
     assert code == 0, printed.out + printed.err
     summary = json.loads((out / "quick" / "summary.json").read_text())
     assert [n["name"] for n in summary["notebooks"]] == ["01_a.ipynb", "02_b.ipynb", "03_c.ipynb"]
-    assert all(n["status"] == "ok" and n["jobs"] == 3 and n["call"] == summary["started_at"] for n in summary["notebooks"])
+    assert all(n["status"] == "ok" and n["jobs"] == 3 and n["call"] == summary["started_at"]
+               for n in summary["notebooks"])
     assert summary["jobs"] == 3
     shares = {n["metrics"]["omp"] for n in summary["notebooks"]}
     assert shares == {str(max(1, (os.cpu_count() or 1) // 3))}  # each kernel's share of the cores
