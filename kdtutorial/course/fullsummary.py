@@ -55,24 +55,24 @@ def merge_summaries(previous: dict | None, current: dict) -> dict:
     calls = previous.get("calls") or [{k: previous.get(k) for k in call}]
     return {**current, "notebooks": notebooks, "calls": [*calls, call],
             "started_at": previous.get("started_at", current.get("started_at")),
-            "total_seconds": total_seconds(notebooks, [*calls, call]),
+            "total_seconds": total_seconds(notebooks),
             "failed": sum(n.get("status") != "ok" for n in notebooks)}
 
 
-def total_seconds(notebooks: list[dict], calls: list[dict]) -> float:
+def total_seconds(notebooks: list[dict]) -> float:
     """The wall time of a merged full profile: a notebook that ran alone counts its own wall time; notebooks that ran
-    several at once (``jobs`` > 1) count their call's wall time once (``call`` names the call by its start; its
-    ``total_seconds`` is in ``calls``), or, where a later call replaced some of them, the sum of those kept if that is
-    less (an upper bound: each kept one's time includes its neighbours' competition)."""
-    call_seconds = {c.get("started_at"): c.get("total_seconds") for c in calls if c.get("total_seconds") is not None}
-    alone, together = 0.0, {}
+    together (``jobs`` > 1) count the wall time of that part of their call once (``together_seconds``, grouped by
+    ``call``), or, where a later call replaced some of them, the sum of those kept if that is less (an upper bound:
+    each kept one's time includes its neighbours' competition)."""
+    alone, together, spans = 0.0, {}, {}
     for n in notebooks:
         own = n.get("wall_seconds") or n.get("seconds") or 0
-        if (n.get("jobs") or 1) > 1 and n.get("call") in call_seconds:
-            together[n["call"]] = together.get(n["call"], 0.0) + own
+        if (n.get("jobs") or 1) > 1 and n.get("together_seconds") is not None:
+            together[n.get("call")] = together.get(n.get("call"), 0.0) + own
+            spans[n.get("call")] = n["together_seconds"]
         else:
             alone += own
-    return alone + sum(min(call_seconds[key], kept) for key, kept in together.items())
+    return alone + sum(min(spans[key], kept) for key, kept in together.items())
 
 
 def minutes(seconds) -> str:

@@ -147,6 +147,14 @@ def budget_for(nb_metadata: dict, profile: str) -> dict:
     return {k: v for k, v in budget.items() if v is not None}
 
 
+def runs_alone(nb_metadata: dict) -> str | None:
+    """Why the notebook must not share the machine with another notebook (``"kdtutorial": {"alone": "why"}`` in its
+    metadata: it measures times, which another notebook's work would change), or None. With ``--jobs`` the runner
+    runs such notebooks one at a time, after the others."""
+    why = ((nb_metadata or {}).get("kdtutorial") or {}).get("alone")
+    return str(why) if why else None
+
+
 def check_budget(budget: dict, seconds, peak_mib) -> tuple[bool | None, list[str]]:
     """``(within, overruns)``; ``within`` is None when there is no budget or nothing to compare."""
     measured = {"seconds": seconds, "mib": peak_mib}
@@ -496,9 +504,12 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
     the commit is :func:`run_commit`'s; ``slowest_cells`` is :func:`slowest_cells`'s).
     ``merge``: merge this call's notebooks into the ``summary.json`` already in the output folder
     (:func:`kdtutorial.course.fullsummary.merge_summaries`), so several ``--only`` calls make one summary.
-    ``jobs``: notebooks run at once (each in its own process, on one machine and its one GPU); each entry records it
-    (``jobs``) and its call (``call``: the call's start), since a notebook's wall time then includes its neighbours'
-    competition for the device, and ``total_seconds`` is the call's wall time, less than the notebooks' sum.
+    ``jobs``: notebooks run at once (each in its own process, on one machine and its one GPU), except those whose
+    metadata says they must run alone (:func:`runs_alone`), which run one at a time after the others. Each entry
+    records how many ran at once with it (``jobs``), its call (``call``: the call's start) and, for those that ran
+    together, the wall time of that part of the call (``together_seconds``), since a notebook's own wall time then
+    includes its neighbours' competition for the device; ``total_seconds`` is the call's wall time, less than the
+    notebooks' sum.
     """
     if profile not in PROFILES:
         raise RunnerError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
@@ -521,7 +532,13 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
     commit = run_commit(notebooks_dir)
     stop = threading.Event() if jobs > 1 else None
 
-    def run_numbered(number: int, notebook: Path) -> dict:
+    def _alone(notebook: Path) -> bool:
+        try:
+            return runs_alone(read_notebook(notebook).get("metadata", {})) is not None
+        except (OSError, ValueError):
+            return False
+
+    def run_numbered(number: int, notebook: Path, at_once: int) -> dict:
         tag = f"[{number}/{len(notebooks)}] {notebook.name}"
         echo(f"{tag} started at {_dt.datetime.now():%H:%M:%S}")
         try:
@@ -531,27 +548,40 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
             echo(f"{tag}: cannot read the notebook's metadata ({exc})")
         try:
             run = run_one(notebook, out_dir / notebook.name, params, cwd=notebooks_dir, timeout=timeout,
-                          kernel=kernel, progress=progress and jobs == 1, jobs=jobs, stop=stop)
+                          kernel=kernel, progress=progress and at_once == 1, jobs=at_once, stop=stop)
         except KeyboardInterrupt:
             run = {"status": "interrupted", "error": dict(_INTERRUPTED)}
         result = {**_finish_result(notebook, out_dir / notebook.name, budget, run), "commit": commit,
-                  "finished_at": _now(), "jobs": jobs, "call": started_at}
+                  "finished_at": _now(), "jobs": at_once, "call": started_at}
         echo(_progress_line(tag, result))
         return result
 
-    if jobs == 1:
-        results = []
-        for number, notebook in enumerate(notebooks, 1):
-            results.append(run_numbered(number, notebook))
+    alone = [nb for nb in notebooks if jobs > 1 and _alone(nb)]
+    together = [nb for nb in notebooks if nb not in alone]
+    results = []
+    if len(together) > 1 and jobs > 1:
+        previous = out_dir / "summary.json"
+        order = start_order(together, json.loads(previous.read_text(encoding="utf-8")) if previous.is_file() else None)
+        echo(f"{len(together)} notebooks, {min(jobs, len(together))} at a time"
+             + (f", the longest first by the wall times in {previous}: " + " ".join(n.name.split("_")[0] for n in order)
+                if order != together else "")
+             + (f"; then, one at a time, {' '.join(n.name.split('_')[0] for n in alone)}, which time themselves"
+                if alone else ""))
+        start = time.perf_counter()
+        results = _run_at_once(lambda k, nb: run_numbered(k, nb, min(jobs, len(together))), together,
+                               min(jobs, len(together)), stop, order, number={nb: notebooks.index(nb) + 1 for nb in together})
+        together_seconds = time.perf_counter() - start
+        for result in results:
+            result["together_seconds"] = together_seconds
+        one_by_one = alone
+    else:
+        one_by_one = notebooks
+    if not any(r["status"] == "interrupted" for r in results):
+        for notebook in one_by_one:
+            results.append(run_numbered(notebooks.index(notebook) + 1, notebook, 1))
             if results[-1]["status"] == "interrupted":
                 break
-    else:
-        previous = out_dir / "summary.json"
-        order = start_order(notebooks, json.loads(previous.read_text(encoding="utf-8")) if previous.is_file() else None)
-        if order != notebooks:
-            echo("starting the longest first, by the wall times in " + str(previous) + ": "
-                 + " ".join(n.name.split("_")[0] for n in order))
-        results = _run_at_once(run_numbered, notebooks, jobs, stop, order)
+    results.sort(key=lambda r: r["name"])
 
     total = time.perf_counter() - t0
     summary = {
@@ -586,14 +616,14 @@ def start_order(notebooks: list[Path], previous: dict | None) -> list[Path]:
     return sorted(notebooks, key=lambda nb: (seconds.get(nb.name) is not None, -(seconds.get(nb.name) or 0), nb.name))
 
 
-def _run_at_once(run_numbered, notebooks, jobs: int, stop: threading.Event, order=None) -> list[dict]:
-    """``run_numbered(number, notebook)`` for every notebook, ``jobs`` at a time in threads (each waits on its own child
-    process), started in ``order`` (default: ``notebooks``'); results in notebook order. An interrupt (Ctrl-C,
-    SIGTERM) sets ``stop``: the notebooks running stop and report "interrupted", those not started are left out, as
-    the one-at-a-time loop leaves them."""
+def _run_at_once(run_numbered, notebooks, jobs: int, stop: threading.Event, order=None, number=None) -> list[dict]:
+    """``run_numbered(number[notebook], notebook)`` for every notebook (``number``: default their place in
+    ``notebooks``, from 1), ``jobs`` at a time in threads (each waits on its own child process), started in ``order``
+    (default: ``notebooks``'); results in notebook order. An interrupt (Ctrl-C, SIGTERM) sets ``stop``: the notebooks
+    running stop and report "interrupted", those not started are left out, as the one-at-a-time loop leaves them."""
     from concurrent.futures import ThreadPoolExecutor, wait
 
-    number = {notebook: index for index, notebook in enumerate(notebooks, 1)}
+    number = number or {notebook: index for index, notebook in enumerate(notebooks, 1)}
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="kdtutorial-run")
     submitted = {nb: pool.submit(run_numbered, number[nb], nb) for nb in (order or notebooks)}
     futures = [submitted[nb] for nb in notebooks]

@@ -203,7 +203,8 @@ def test_the_readmes_table_is_the_one_generated_from_the_committed_summary():
 
 def test_notebooks_run_at_once_count_their_calls_wall_time_once():
     def together(names_seconds, started, wall):
-        entries = [{**nb_entry(name, seconds), "jobs": 3, "call": started} for name, seconds in names_seconds]
+        entries = [{**nb_entry(name, seconds), "jobs": 3, "call": started, "together_seconds": wall}
+                   for name, seconds in names_seconds]
         return {**call(entries, started), "total_seconds": wall, "jobs": 3}
 
     first = fullsummary.merge_summaries(None, together([("01_a.ipynb", 100), ("02_b.ipynb", 90), ("03_c.ipynb", 80)],

@@ -310,3 +310,27 @@ def test_notebooks_run_at_once_start_with_the_longest_of_the_last_run():
     assert runner.start_order(names, last) == [names[2], names[3], names[1], names[0]]  # untimed first, then longest
     assert runner.start_order(names, None) == names
     assert runner.start_order(names, {"notebooks": []}) == names
+
+
+def test_a_notebook_that_times_itself_runs_alone_after_the_others(tmp_path, capsys):
+    nb_dir, out = tmp_path / "notebooks", tmp_path / "runs"
+    started = ("import time\nfrom kdtutorial.course.report import record_metrics\nrecord_metrics(t0=time.time())\n"
+               "time.sleep(3)")
+    make_notebook(nb_dir / "01_a.ipynb", [started])
+    make_notebook(nb_dir / "02_timer.ipynb", [started], metadata={"kdtutorial": {"alone": "it times the CPU"}})
+    make_notebook(nb_dir / "03_c.ipynb", [started])
+    assert runner.runs_alone({"kdtutorial": {"alone": "it times the CPU"}}) == "it times the CPU"
+    assert runner.runs_alone({"kdtutorial": {"budget": {}}}) is None and runner.runs_alone({}) is None
+
+    code = main(["run", "--profile", "quick", "--notebooks-dir", str(nb_dir), "--out", str(out), "--jobs", "3"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.out + printed.err
+    assert "2 notebooks, 2 at a time; then, one at a time, 02, which time themselves" in printed.out
+    summary = json.loads((out / "quick" / "summary.json").read_text())
+    a, timer, c = summary["notebooks"]
+    assert [n["name"] for n in (a, timer, c)] == ["01_a.ipynb", "02_timer.ipynb", "03_c.ipynb"]
+    assert (a["jobs"], timer["jobs"], c["jobs"]) == (2, 1, 2)
+    assert timer["metrics"]["t0"] > max(a["metrics"]["t0"], c["metrics"]["t0"]) + 2.5  # it started after both ended
+    assert a["together_seconds"] == c["together_seconds"] and "together_seconds" not in timer
+    from kdtutorial.course.fullsummary import total_seconds
+    assert total_seconds(summary["notebooks"]) == pytest.approx(a["together_seconds"] + timer["wall_seconds"])
