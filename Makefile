@@ -21,6 +21,8 @@ install: $(STAMP)
 workshop: $(STAMP)
 	$(BIN)/python -m kdtutorial run --profile quick $(ARGS)
 
+# make full ARGS="--jobs 4": the lessons that time nothing (01, 02, 04, 05) side by side on the one GPU, then the others
+# one at a time (their notebooks' metadata "alone" says why)
 full: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-full.txt
 	$(BIN)/python -m kdtutorial run --profile full $(ARGS)
