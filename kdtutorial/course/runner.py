@@ -538,8 +538,8 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
         except (OSError, ValueError):
             return False
 
-    def run_numbered(number: int, notebook: Path, at_once: int) -> dict:
-        tag = f"[{number}/{len(notebooks)}] {notebook.name}"
+    def run_numbered(notebook: Path, at_once: int) -> dict:
+        tag = f"[{notebooks.index(notebook) + 1}/{len(notebooks)}] {notebook.name}"
         echo(f"{tag} started at {_dt.datetime.now():%H:%M:%S}")
         try:
             budget = budget_for(read_notebook(notebook).get("metadata", {}), profile)
@@ -558,27 +558,24 @@ def run_suite(profile, notebooks_dir=None, out_root=None, only=None, parameters=
 
     alone = [nb for nb in notebooks if jobs > 1 and _alone(nb)]
     together = [nb for nb in notebooks if nb not in alone]
-    results = []
-    if len(together) > 1 and jobs > 1:
+    at_once = min(jobs, len(together))
+    results, one_by_one = [], notebooks
+    if at_once > 1:
         previous = out_dir / "summary.json"
         order = start_order(together, json.loads(previous.read_text(encoding="utf-8")) if previous.is_file() else None)
-        echo(f"{len(together)} notebooks, {min(jobs, len(together))} at a time"
-             + (f", the longest first by the wall times in {previous}: " + " ".join(n.name.split("_")[0] for n in order)
-                if order != together else "")
-             + (f"; then, one at a time, {' '.join(n.name.split('_')[0] for n in alone)}, which time themselves"
+        echo(f"{len(together)} notebooks, {at_once} at a time, started in the order "
+             + " ".join(n.name.split("_")[0] for n in order)
+             + (f"; then {' '.join(n.name.split('_')[0] for n in alone)} one at a time (they time themselves)"
                 if alone else ""))
         start = time.perf_counter()
-        results = _run_at_once(lambda k, nb: run_numbered(k, nb, min(jobs, len(together))), together,
-                               min(jobs, len(together)), stop, order, number={nb: notebooks.index(nb) + 1 for nb in together})
+        results = _run_at_once(lambda nb: run_numbered(nb, at_once), together, at_once, stop, order)
         together_seconds = time.perf_counter() - start
         for result in results:
             result["together_seconds"] = together_seconds
         one_by_one = alone
-    else:
-        one_by_one = notebooks
     if not any(r["status"] == "interrupted" for r in results):
         for notebook in one_by_one:
-            results.append(run_numbered(notebooks.index(notebook) + 1, notebook, 1))
+            results.append(run_numbered(notebook, 1))
             if results[-1]["status"] == "interrupted":
                 break
     results.sort(key=lambda r: r["name"])
@@ -616,16 +613,15 @@ def start_order(notebooks: list[Path], previous: dict | None) -> list[Path]:
     return sorted(notebooks, key=lambda nb: (seconds.get(nb.name) is not None, -(seconds.get(nb.name) or 0), nb.name))
 
 
-def _run_at_once(run_numbered, notebooks, jobs: int, stop: threading.Event, order=None, number=None) -> list[dict]:
-    """``run_numbered(number[notebook], notebook)`` for every notebook (``number``: default their place in
-    ``notebooks``, from 1), ``jobs`` at a time in threads (each waits on its own child process), started in ``order``
-    (default: ``notebooks``'); results in notebook order. An interrupt (Ctrl-C, SIGTERM) sets ``stop``: the notebooks
-    running stop and report "interrupted", those not started are left out, as the one-at-a-time loop leaves them."""
+def _run_at_once(run, notebooks, jobs: int, stop: threading.Event, order=None) -> list[dict]:
+    """``run(notebook)`` for every notebook, ``jobs`` at a time in threads (each waits on its own child process),
+    started in ``order`` (default: ``notebooks``'); results in notebook order. An interrupt (Ctrl-C, SIGTERM) sets
+    ``stop``: the notebooks running stop and report "interrupted", those not started are left out, as the
+    one-at-a-time loop leaves them."""
     from concurrent.futures import ThreadPoolExecutor, wait
 
-    number = number or {notebook: index for index, notebook in enumerate(notebooks, 1)}
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="kdtutorial-run")
-    submitted = {nb: pool.submit(run_numbered, number[nb], nb) for nb in (order or notebooks)}
+    submitted = {nb: pool.submit(run, nb) for nb in (order or notebooks)}
     futures = [submitted[nb] for nb in notebooks]
     try:
         wait(futures)

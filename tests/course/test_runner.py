@@ -325,7 +325,7 @@ def test_a_notebook_that_times_itself_runs_alone_after_the_others(tmp_path, caps
     code = main(["run", "--profile", "quick", "--notebooks-dir", str(nb_dir), "--out", str(out), "--jobs", "3"])
     printed = capsys.readouterr()
     assert code == 0, printed.out + printed.err
-    assert "2 notebooks, 2 at a time; then, one at a time, 02, which time themselves" in printed.out
+    assert "2 notebooks, 2 at a time, started in the order 01 03; then 02 one at a time (they time themselves)" in printed.out
     summary = json.loads((out / "quick" / "summary.json").read_text())
     a, timer, c = summary["notebooks"]
     assert [n["name"] for n in (a, timer, c)] == ["01_a.ipynb", "02_timer.ipynb", "03_c.ipynb"]
