@@ -120,8 +120,13 @@ SOURCES = {
                                     archived_as="09_knn_augmentation.ipynb", commit="80dbc54", date="2026-12-02",
                                     wall="5 min 35 s", table="methods = kd.knnaug.knn_methods(P.K",
                                     changed="the lesson as it was at commit 80dbc54, on an H200, archived by hand")}),
-    "10_all_methods": dict(notebook="10_all_methods.ipynb", commit="75d47f9", date="2026-12-02", wall="8 min 3 s",
-                           table="setting = kd.allmethods.AllSetting("),
+    "10_all_methods": dict(notebook="10_all_methods.ipynb", table="setting = kd.allmethods.AllSetting(",
+                           extras={"earlier": dict(
+                               notebook="10_all_methods_earlier.ipynb", archived_as="10_all_methods.ipynb",
+                               commit="75d47f9", date="2026-12-02", wall="8 min 3 s",
+                               table="setting = kd.allmethods.AllSetting(",
+                               changed="the lesson as it was at commit fa69dc9, on an H200: its teachers' steps run "
+                                       "eagerly; archived by hand")}),
 }
 
 #: lessons whose full run has not been archived yet, and why: a declared gap (the tests require every lesson to be
