@@ -20,7 +20,7 @@ from kdtutorial.common.environment import autocast
 from kdtutorial.text.tokens import padded_batches
 from kdtutorial.common.statistics import accuracy
 
-__all__ = ["SentenceClassifier", "additive_attention_mask", "fine_tune", "predict", "accuracy", "fine_tune_and_test", "throughput"]
+__all__ = ["SentenceClassifier", "fine_tune", "predict", "accuracy", "fine_tune_and_test", "throughput"]
 
 
 class SentenceClassifier(nn.Module):
@@ -50,29 +50,11 @@ class SentenceClassifier(nn.Module):
         """``(logits, states)``: the logits of :meth:`forward` and, with ``hidden_states=True``, the encoder's
         ``hidden_states`` tuple (index 0 the embeddings, ``l`` the output of layer ``l``; else ``None``)."""
         tokens = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
-        encoder_mask = attention_mask
-        if getattr(self.encoder.config, "_attn_implementation", None) == "eager":
-            encoder_mask = additive_attention_mask(attention_mask)
-        out = self.encoder(**tokens, attention_mask=encoder_mask, output_hidden_states=hidden_states)
+        out = self.encoder(**tokens, attention_mask=attention_mask, output_hidden_states=hidden_states)
         hidden = out.last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
         return self.head(self.dropout(pooled)), (out.hidden_states if hidden_states else None)
-
-
-def additive_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The ``[batch, 1, seq, seq]`` mask an encoder with eager attention adds to its attention scores: 0 where
-    the key is a real token (``attention_mask`` 1), the most negative ``dtype`` number where it is padding.
-
-    These are the values ``transformers`` builds from a ``[batch, seq]`` mask for eager attention (its scores are
-    float32 here: our encoders are loaded in float32, and their embeddings' LayerNorm runs in float32 under
-    autocast). Built here with tensor operations only, so a CUDA graph can record it: transformers 5.17 builds it
-    with a host scalar (``torch.tensor(0.0, device=...)``), a host-to-device copy that graph capture refuses
-    (MPNet, lesson 07's teacher, attends eagerly). A 4-D mask is passed through by the encoder unchanged."""
-    keep = attention_mask[:, None, None, :].to(torch.bool)
-    mask = torch.zeros(keep.shape, dtype=dtype, device=attention_mask.device)
-    mask = mask.masked_fill(~keep, torch.finfo(dtype).min)
-    return mask.expand(-1, 1, attention_mask.shape[1], -1)
 
 
 def fine_tune(model: nn.Module, text, labels, *, epochs: int = 2, lr: float = 5e-5, batch_size: int = 32,

@@ -176,26 +176,3 @@ def test_a_graphed_step_trains_the_model_the_eager_step_trains(amp, monkeypatch)
             torch.testing.assert_close(graph_w[k], eager_w[k], rtol=1e-4, atol=1e-5, msg=k)
     (step,) = made
     assert step.eager == 3 + 3 and step.replays == 18 - step.eager  # the warm-up, then each epoch's short batch
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
-def test_fine_tune_records_an_eager_attention_encoder_in_a_graph():
-    """MPNet (lesson 07's teacher) attends eagerly, and transformers 5.17 builds its eager mask from a host scalar,
-    which graph capture refuses; the classifier's own 4-D mask records. fine_tune(graphs=True) trains the model
-    fine_tune(graphs=False) trains (no dropout, float32). Runs on a GPU only."""
-    from transformers import MPNetConfig, MPNetModel
-
-    from kdtutorial.text.finetuning import SentenceClassifier, fine_tune
-
-    text, labels = tiny_text(n=44)
-    weights = {}
-    for graphs in (False, True):
-        torch.manual_seed(0)
-        cfg = MPNetConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                          intermediate_size=48, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                          pad_token_id=0, max_position_embeddings=40)
-        model = SentenceClassifier(MPNetModel(cfg, add_pooling_layer=False), dropout=0.0)
-        fine_tune(model, text, labels, epochs=2, lr=1e-3, batch_size=8, device="cuda", progress=False, graphs=graphs)
-        weights[graphs] = {k: v.float().cpu() for k, v in model.state_dict().items()}
-    for k in weights[False]:
-        torch.testing.assert_close(weights[True][k], weights[False][k], rtol=1e-4, atol=1e-5, msg=k)

@@ -969,29 +969,3 @@ def test_copy_layers_encoder_equals_the_masked_lm_student_on_a_bare_encoder():
     assert same_state(state_copy(teacher), before)
     with pytest.raises(ValueError):
         students.copy_layers_encoder(teacher.base_model, [6])
-
-
-def test_additive_attention_mask_gives_an_eager_encoder_the_library_s_outputs():
-    """MPNet attends eagerly; the classifier hands it a 4-D mask built with tensor operations (CUDA graphs can record
-    it). Its values are the library's own: hidden states and logits equal those of the 2-D mask, padding included."""
-    torch.manual_seed(0)
-    cfg = transformers.MPNetConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                   intermediate_size=37, max_position_embeddings=40)
-    encoder = transformers.MPNetModel(cfg, add_pooling_layer=False).eval()
-    assert encoder.config._attn_implementation == "eager"
-    ids = torch.randint(5, 50, (3, 9))
-    mask = torch.ones(3, 9, dtype=torch.long)
-    mask[1, 6:] = 0
-    mask[2, 2:] = 0
-    four = finetuning.additive_attention_mask(mask)
-    assert four.shape == (3, 1, 9, 9) and four.dtype == torch.float32
-    assert torch.equal(four[1, 0, 4], torch.tensor([0.0] * 6 + [torch.finfo(torch.float32).min] * 3))
-    with torch.no_grad():
-        library = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-        ours = encoder(input_ids=ids, attention_mask=four, output_hidden_states=True).hidden_states
-        assert all(torch.equal(a, b) for a, b in zip(library, ours))
-        clf = finetuning.SentenceClassifier(encoder, n_classes=2).eval()
-        states = library[-1]
-        m = mask.unsqueeze(-1).float()
-        by_hand = clf.head((states * m).sum(1) / m.sum(1))
-        assert torch.equal(clf(input_ids=ids, attention_mask=mask), by_hand)
